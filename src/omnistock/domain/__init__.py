@@ -1,0 +1,1 @@
+"""Pure domain types and rules. Nothing in this package performs I/O."""

@@ -1,0 +1,94 @@
+"""Turns script replies into domain values and domain errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from omnistock.domain.errors import (
+    BelowCommitted,
+    IllegalTransition,
+    InsufficientStock,
+    NotFound,
+    VersionConflict,
+)
+from omnistock.domain.reservation import Reservation, ReservationStatus
+from omnistock.domain.stock import Line, Position, Shortage
+
+STATUS = {
+    "a": ReservationStatus.ACTIVE,
+    "p": ReservationStatus.ACTIVE,  # pinned for a commit in progress: still active to readers
+    "c": ReservationStatus.COMMITTED,
+    "r": ReservationStatus.RELEASED,
+    "x": ReservationStatus.EXPIRED,
+}
+
+_decode = msgspec.json.Decoder().decode
+
+
+def decode(raw: bytes | str) -> dict[str, Any]:
+    return _decode(raw)
+
+
+def position(node_id: str, sku: str, fields: list[int]) -> Position:
+    oh, rs, hd, ss, ib, v = (int(x) for x in fields)
+    return Position(node_id, sku, oh, rs, hd, ss, ib, v)
+
+
+def shortages(reply: dict[str, Any]) -> list[Shortage]:
+    return [Shortage(str(n), str(s), int(q), int(a)) for n, s, q, a in reply["short"]]
+
+
+def raise_for(reply: dict[str, Any], *, kind: str, ident: str, action: str) -> None:
+    err = reply.get("err")
+    if err is None:
+        return
+    if err == "short":
+        raise InsufficientStock(shortages(reply))
+    if err == "below":
+        raise BelowCommitted(shortages(reply))
+    if err == "version":
+        raise VersionConflict(-1, int(reply["v"]))
+    if err == "missing":
+        raise NotFound(kind, ident)
+    if err == "state":
+        raise IllegalTransition(kind, ident, STATUS[reply["st"]].value, action)
+    raise IllegalTransition(kind, ident, str(err), action)
+
+
+def record_lines(raw: list[list[Any]]) -> list[Line]:
+    return [Line(str(node), str(sku), int(qty)) for _part, node, sku, qty in raw]
+
+
+def reservation(rid: str, view: dict[str, Any], lines: list[Line]) -> Reservation:
+    return Reservation(
+        reservation_id=rid,
+        status=STATUS[view["st"]],
+        lines=lines,
+        expires_at_ms=int(view["exp"]),
+        created_at_ms=int(view["ct"]),
+        order_ref=view.get("ref") or None,
+    )
+
+
+def positions_from_hash(sku: str, flat: list[bytes]) -> list[Position]:
+    """Parses a SKU hash (``node|field`` -> value) into positions sorted by node id."""
+    by_node: dict[str, dict[str, int]] = {}
+    for i in range(0, len(flat), 2):
+        field = flat[i].decode() if isinstance(flat[i], bytes) else flat[i]
+        node, _, name = field.rpartition("|")
+        by_node.setdefault(node, {})[name] = int(flat[i + 1])
+    return [
+        Position(
+            node,
+            sku,
+            f.get("oh", 0),
+            f.get("rs", 0),
+            f.get("hd", 0),
+            f.get("ss", 0),
+            f.get("ib", 0),
+            f.get("v", 0),
+        )
+        for node, f in sorted(by_node.items())
+    ]

@@ -1,0 +1,91 @@
+"""Opens a ledger on a Redis/Valkey server or cluster, with the durability the settings ask."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+from omnistock.reservations.redis_ledger import RedisLedger
+from omnistock.reservations.runner import ScriptRunner
+from omnistock.reservations.scripts import ScriptSettings, load_scripts
+
+DURABILITY = ("strict", "fast")
+
+
+class DurabilityError(RuntimeError):
+    """The server cannot give the durability that was asked for."""
+
+
+@dataclass
+class LedgerConnection:
+    ledger: RedisLedger
+    client: Any
+    runner: ScriptRunner
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+async def _wait_aof_needed(client: Any, durability: str, cluster: bool) -> bool:
+    """Strict means acknowledged writes are on disk: free with appendfsync always, otherwise
+    each batch waits for WAITAOF (single server only)."""
+    if durability not in DURABILITY:
+        raise ValueError(f"durability must be one of {DURABILITY}")
+    if durability == "fast":
+        return False
+    if cluster:
+        configs = await client.config_get("appendfsync", target_nodes=RedisCluster.PRIMARIES)
+        values = list(configs.values()) if isinstance(configs, dict) else [configs]
+        if all(_value(v, "appendfsync") == "always" for v in values):
+            return False
+        raise DurabilityError("strict durability on a cluster needs appendfsync always")
+    config = await client.config_get("append*")
+    if _value(config, "appendfsync") == "always":
+        return False
+    if _value(config, "appendonly") != "yes":
+        raise DurabilityError("strict durability needs appendonly yes on the server")
+    return True
+
+
+def _value(config: Any, name: str) -> str | None:
+    if isinstance(config, dict) and name not in config and config:
+        # cluster replies are keyed by node; take any node's view
+        first = next(iter(config.values()))
+        if isinstance(first, dict):
+            config = first
+    raw = config.get(name) if isinstance(config, dict) else None
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+async def open_ledger(
+    url: str,
+    *,
+    cluster: bool = False,
+    durability: str = "strict",
+    clock: Callable[[], int] | None = None,
+    timeout_s: float = 2.0,
+    script_settings: ScriptSettings | None = None,
+    max_in_flight: int = 4,
+) -> LedgerConnection:
+    common = dict(socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    if cluster:
+        client = RedisCluster.from_url(url, **common)
+        await client.initialize()
+    else:
+        client = aioredis.from_url(url, max_connections=max_in_flight * 4 + 8, **common)
+    try:
+        wait_aof = await _wait_aof_needed(client, durability, cluster)
+        scripts = load_scripts(script_settings)
+        runner = ScriptRunner(
+            client, max_in_flight=max_in_flight, wait_aof_ms=1000 if wait_aof else None
+        )
+        await runner.load_all(scripts.values())
+    except BaseException:
+        await client.aclose()
+        raise
+    ledger = RedisLedger(runner, scripts, cluster=cluster, clock=clock)
+    return LedgerConnection(ledger, client, runner)

@@ -1,0 +1,54 @@
+"""Key layout: SKUs are spread over a fixed number of partitions, each with its own hash tag.
+
+Every key of a partition carries the tag ``{os.N}``, so one script on one partition stays in one
+cluster slot. A partition holds, for each of its SKUs, one hash of positions (fields
+``<node>|oh``, ``|rs``, ``|hd``, ``|ss``, ``|ib``, ``|v``), plus the reservation records whose home
+it is, their deadlines (``:exp``), pinned parts (``:pin``), remembered operation ids (``:op:``) and
+its event stream (``:ev``). The partition count is part of the data layout: changing it needs a
+rebuild of the ledger.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import zlib
+
+NAMESPACE = "os"
+PARTITIONS = 128
+
+
+def partition_of(sku: str) -> int:
+    return zlib.crc32(sku.encode()) % PARTITIONS
+
+
+def tag(partition: int) -> str:
+    return "{%s.%d}" % (NAMESPACE, partition)
+
+
+def stream_key(partition: int) -> str:
+    return f"{tag(partition)}:ev"
+
+
+def reservation_id(op_id: str, home: int, *, single: bool) -> str:
+    """A reservation id derived from its operation id, so a retried reserve reuses it.
+
+    The id names its home partition, where its record lives, and whether it has parts in other
+    partitions (``r`` one part, ``m`` several), so commit and release need no extra look-up.
+    """
+    digest = hashlib.blake2b(op_id.encode(), digest_size=15).digest()
+    kind = "r" if single else "m"
+    return f"{kind}{home}-{base64.b32encode(digest).decode().lower()}"
+
+
+def is_multi_part(reservation_id: str) -> bool:
+    return reservation_id.startswith("m")
+
+
+def home_of(reservation_id: str) -> int | None:
+    """The home partition named by a reservation id, or None when the id is not one of ours."""
+    head, sep, rest = reservation_id.partition("-")
+    if not sep or len(head) < 2 or head[0] not in "rm" or not head[1:].isdigit() or len(rest) != 24:
+        return None
+    home = int(head[1:])
+    return home if home < PARTITIONS else None

@@ -1,0 +1,126 @@
+-- Shared prelude, prepended to every operation script when it is loaded.
+-- KEYS holds partition tags such as "{os.17}"; KEYS[1] is the home partition, where operation
+-- ids, reservation records and deadlines live. Every other key a script touches starts with one
+-- of these tags, so a script stays inside one cluster slot whenever it is given a single tag.
+-- Placeholders __NAME__ are filled in by omnistock.reservations.scripts before loading.
+
+local HOME = KEYS[1]
+local OP_TTL_MS = __OP_TTL_MS__
+local RECORD_TTL_MS = __RECORD_TTL_MS__
+local STREAM_MAXLEN = __STREAM_MAXLEN__
+
+local function tag_of(partition)
+  return '{__NS__.' .. partition .. '}'
+end
+
+local function clock(override)
+  if override ~= nil and override ~= '' then
+    return tonumber(override)
+  end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function stock_key(tag, sku)
+  return tag .. ':s:' .. sku
+end
+
+-- A position is six integer fields of the SKU's hash, prefixed by the node id.
+local function read_pos(tag, node, sku)
+  local v = redis.call('HMGET', stock_key(tag, sku),
+    node .. '|oh', node .. '|rs', node .. '|hd', node .. '|ss', node .. '|ib', node .. '|v')
+  return {
+    oh = tonumber(v[1]) or 0, rs = tonumber(v[2]) or 0, hd = tonumber(v[3]) or 0,
+    ss = tonumber(v[4]) or 0, ib = tonumber(v[5]) or 0, v = tonumber(v[6]) or 0,
+  }
+end
+
+local function available(p)
+  local a = p.oh - p.rs - p.hd - p.ss
+  if a < 0 then return 0 end
+  return a
+end
+
+local function pos_list(p)
+  return { p.oh, p.rs, p.hd, p.ss, p.ib, p.v }
+end
+
+-- Applies deltas to a position read earlier in the same script, bumps its version, appends the
+-- event to the partition's stream and returns the new position.
+local function apply(tag, node, sku, p, d, kind, op, ref, now)
+  local n = {
+    oh = p.oh + (d.oh or 0), rs = p.rs + (d.rs or 0), hd = p.hd + (d.hd or 0),
+    ss = d.ss_set or p.ss, ib = p.ib + (d.ib or 0), v = p.v + 1,
+  }
+  redis.call('HSET', stock_key(tag, sku),
+    node .. '|oh', n.oh, node .. '|rs', n.rs, node .. '|hd', n.hd,
+    node .. '|ss', n.ss, node .. '|ib', n.ib, node .. '|v', n.v)
+  redis.call('XADD', tag .. ':ev', 'MAXLEN', '~', STREAM_MAXLEN, '*',
+    'op', op, 'k', kind, 'n', node, 's', sku,
+    'doh', d.oh or 0, 'drs', d.rs or 0, 'dhd', d.hd or 0, 'dib', d.ib or 0,
+    'oh', n.oh, 'rs', n.rs, 'hd', n.hd, 'ss', n.ss, 'ib', n.ib, 'v', n.v,
+    'ref', ref or '', 't', now)
+  return n
+end
+
+local function record_key(id)
+  return HOME .. ':r:' .. id
+end
+
+-- Returns every reserved line of a record to available and marks it with a terminal status.
+local function release_record(id, status, kind, op, now)
+  local rk = record_key(id)
+  local lines = cjson.decode(redis.call('HGET', rk, 'ln'))
+  for _, l in ipairs(lines) do
+    local tag = tag_of(l[1])
+    local p = read_pos(tag, l[2], l[3])
+    apply(tag, l[2], l[3], p, { rs = -l[4] }, kind, op, id, now)
+  end
+  redis.call('HSET', rk, 'st', status, 'end', now)
+  redis.call('PEXPIRE', rk, RECORD_TTL_MS)
+  redis.call('ZREM', HOME .. ':exp', id)
+end
+
+-- Expiry is data: before anything else, every script releases what is due in the partitions it
+-- touches, so availability is exact at the moment of expiry whether or not a sweeper runs.
+local function expire_due(now)
+  local expired = 0
+  for _, tag in ipairs(KEYS) do
+    local due = redis.call('ZRANGEBYSCORE', tag .. ':exp', '-inf', now)
+    if #due > 0 then
+      local saved = HOME
+      HOME = tag
+      for _, id in ipairs(due) do
+        if redis.call('HGET', record_key(id), 'st') == 'a' then
+          release_record(id, 'x', 'expire', 'expire:' .. id, now)
+          expired = expired + 1
+        else
+          redis.call('ZREM', tag .. ':exp', id)
+        end
+      end
+      HOME = saved
+    end
+  end
+  return expired
+end
+
+local function op_key(op)
+  return HOME .. ':op:' .. op
+end
+
+-- Operation ids make every mutation idempotent: the first result is stored and returned again.
+local function replay(op)
+  return redis.call('GET', op_key(op))
+end
+
+local function remember(op, result)
+  redis.call('SET', op_key(op), result, 'PX', OP_TTL_MS)
+  return { result, 0 }
+end
+
+local function record_view(id)
+  local f = redis.call('HMGET', record_key(id), 'st', 'exp', 'ct', 'ln', 'ref', 'parts')
+  if not f[1] then return nil end
+  return { st = f[1], exp = tonumber(f[2]), ct = tonumber(f[3]), ln = cjson.decode(f[4]),
+           ref = f[5] or '', parts = f[6] or '' }
+end

@@ -1,0 +1,270 @@
+"""The stock ledger on Redis/Valkey.
+
+Each operation is one script per partition. On a single server every operation is one script
+call, whatever partitions its lines fall in, so it is atomic. On a cluster, lines are grouped by
+partition (one cluster slot each) and an operation that spans partitions runs as a saga of
+per-partition scripts whose compensation is idempotent (see ``sagas``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+
+from omnistock.domain.errors import NotFound, VersionConflict
+from omnistock.domain.reservation import Reservation
+from omnistock.domain.stock import Adjustment, Line, Position, merge_lines
+from omnistock.reservations import codec, keys
+from omnistock.reservations.runner import LedgerUnavailable, ScriptRunner
+from omnistock.reservations.scripts import Script
+from omnistock.reservations.validation import (
+    check_adjustments,
+    check_lines,
+    check_op,
+    check_set,
+)
+
+_encode = msgspec.json.encode
+
+
+class Group(msgspec.Struct):
+    """Items that go to one script call: ``home`` is KEYS[1], ``tags`` all partitions touched."""
+
+    home: int
+    tags: list[str]
+    items: list[tuple[int, Any]]
+
+
+class RedisLedger:
+    def __init__(
+        self,
+        runner: ScriptRunner,
+        scripts: dict[str, Script],
+        *,
+        cluster: bool,
+        clock: Callable[[], int] | None = None,
+        pin_grace_ms: int = 60_000,
+        attempts: int = 3,
+    ) -> None:
+        """``clock`` (milliseconds) replaces the server's TIME; tests use it to move time."""
+        self._runner = runner
+        self._scripts = scripts
+        self.cluster = cluster
+        self._clock = clock
+        self._pin_grace_ms = pin_grace_ms
+        self._attempts = attempts
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _now(self) -> str:
+        return "" if self._clock is None else str(self._clock())
+
+    async def _call(self, name: str, keys_: Sequence[str], args: Sequence[Any]) -> Any:
+        """Runs a script, retrying when the reply was lost: every script is idempotent."""
+        for attempt in range(self._attempts):
+            try:
+                return await self._runner.call(self._scripts[name], keys_, args)
+            except LedgerUnavailable:
+                if attempt == self._attempts - 1:
+                    raise
+                await asyncio.sleep(0.02 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _group(self, items: Sequence[tuple[int, Any]]) -> list[Group]:
+        """One group per partition on a cluster; one group for everything on a single server."""
+        if not self.cluster:
+            parts = list(dict.fromkeys(p for p, _ in items))
+            return [Group(parts[0], [keys.tag(p) for p in parts], list(items))]
+        groups: dict[int, Group] = {}
+        for p, item in items:
+            groups.setdefault(p, Group(p, [keys.tag(p)], [])).items.append((p, item))
+        return list(groups.values())
+
+    # -- stock ----------------------------------------------------------------------------------
+
+    async def set_stock(
+        self,
+        op_id: str,
+        node_id: str,
+        sku: str,
+        on_hand: int,
+        *,
+        safety_stock: int | None = None,
+        if_version: int | None = None,
+    ) -> Position:
+        check_set(op_id, node_id, sku, on_hand, safety_stock, if_version)
+        p = keys.partition_of(sku)
+        args = [
+            self._now(),
+            op_id,
+            p,
+            node_id,
+            sku,
+            on_hand,
+            "" if safety_stock is None else safety_stock,
+            "" if if_version is None else if_version,
+        ]
+        reply = codec.decode((await self._call("set_stock", [keys.tag(p)], args))[0])
+        if reply.get("err") == "version":
+            raise VersionConflict(if_version if if_version is not None else -1, int(reply["v"]))
+        codec.raise_for(reply, kind="position", ident=f"{node_id}/{sku}", action="set")
+        return codec.position(node_id, sku, reply["pos"])
+
+    async def adjust(self, op_id: str, adjustments: Sequence[Adjustment]) -> list[Position]:
+        check_adjustments(op_id, adjustments)
+        items = [(keys.partition_of(a.sku), a) for a in adjustments]
+        groups = self._group(items)
+        if len(groups) == 1:
+            return await self._adjust_group(op_id, groups[0])
+        from omnistock.reservations.sagas import adjust_saga
+
+        return await adjust_saga(self, op_id, groups)
+
+    async def _adjust_group(self, op_id: str, group: Group) -> list[Position]:
+        args: list[Any] = [self._now(), op_id]
+        for p, a in group.items:
+            args += [p, a.node_id, a.sku, a.delta, a.reason.value, a.ref or ""]
+        reply = codec.decode((await self._call("adjust", group.tags, args))[0])
+        codec.raise_for(reply, kind="adjustment", ident=op_id, action="apply")
+        seen = list(dict.fromkeys((a.node_id, a.sku) for _, a in group.items))
+        return [codec.position(n, s, f) for (n, s), f in zip(seen, reply["pos"], strict=True)]
+
+    async def position(self, node_id: str, sku: str) -> Position:
+        p = keys.partition_of(sku)
+        out = await self._call("position", [keys.tag(p)], [self._now(), p, node_id, sku])
+        return codec.position(node_id, sku, out[0])
+
+    async def sku_positions(self, sku: str) -> list[Position]:
+        return (await self.availability_many([sku]))[sku]
+
+    async def availability_many(self, skus: Sequence[str]) -> dict[str, list[Position]]:
+        unique = list(dict.fromkeys(skus))
+        if not unique:
+            return {}
+        groups = self._group([(keys.partition_of(s), s) for s in unique])
+
+        async def read(group: Group) -> list[tuple[str, list[Position]]]:
+            args: list[Any] = [self._now()]
+            for p, sku in group.items:
+                args += [p, sku]
+            flats = await self._call("availability", group.tags, args)
+            return [
+                (sku, codec.positions_from_hash(sku, flat))
+                for (_, sku), flat in zip(group.items, flats, strict=True)
+            ]
+
+        result: dict[str, list[Position]] = {}
+        for chunk in await asyncio.gather(*(read(g) for g in groups)):
+            result.update(chunk)
+        return {s: result[s] for s in unique}
+
+    # -- reservations ---------------------------------------------------------------------------
+
+    async def reserve(
+        self, op_id: str, lines: Sequence[Line], *, ttl_ms: int, order_ref: str | None = None
+    ) -> Reservation:
+        merged = merge_lines(list(lines))
+        check_lines(op_id, merged, ttl_ms, order_ref)
+        groups = self._group([(keys.partition_of(line.sku), line) for line in merged])
+        rid = keys.reservation_id(op_id, groups[0].home, single=len(groups) == 1)
+        if len(groups) == 1:
+            reply = await self._reserve_part(
+                op_id, rid, groups[0], [groups[0].home], ttl_ms, order_ref
+            )
+            codec.raise_for(reply, kind="reservation", ident=rid, action="reserve")
+            return codec.reservation(rid, reply | {"ref": order_ref}, merged)
+        from omnistock.reservations.sagas import reserve_saga
+
+        return await reserve_saga(self, op_id, rid, groups, merged, ttl_ms, order_ref)
+
+    async def _reserve_part(
+        self,
+        op_id: str,
+        rid: str,
+        group: Group,
+        parts: list[int] | None,
+        ttl_ms: int,
+        order_ref: str | None,
+    ) -> dict[str, Any]:
+        args: list[Any] = [
+            self._now(),
+            op_id,
+            rid,
+            ttl_ms,
+            _encode(parts).decode() if parts else "",
+            order_ref or "",
+        ]
+        for p, line in group.items:
+            args += [p, line.node_id, line.sku, line.qty]
+        return codec.decode((await self._call("reserve", group.tags, args))[0])
+
+    def _home(self, rid: str) -> int:
+        home = keys.home_of(rid)
+        if home is None:
+            raise NotFound("reservation", rid)
+        return home
+
+    async def _view(self, partition: int, rid: str) -> dict[str, Any]:
+        return codec.decode(
+            await self._call("reservation", [keys.tag(partition)], [self._now(), rid])
+        )
+
+    async def get_reservation(self, reservation_id: str) -> Reservation:
+        home = self._home(reservation_id)
+        view = await self._view(home, reservation_id)
+        codec.raise_for(view, kind="reservation", ident=reservation_id, action="read")
+        lines = codec.record_lines(view["ln"])
+        others = [p for p in _parts(view) if p != home]
+        if others:
+            views = await asyncio.gather(*(self._view(p, reservation_id) for p in others))
+            for v in views:
+                if "ln" in v:
+                    lines += codec.record_lines(v["ln"])
+        return codec.reservation(reservation_id, view, lines)
+
+    async def _finish_part(self, name: str, partition: int, op_id: str, rid: str) -> dict:
+        return codec.decode(
+            (await self._call(name, [keys.tag(partition)], [self._now(), op_id, rid]))[0]
+        )
+
+    async def commit(self, op_id: str, reservation_id: str) -> Reservation:
+        return await self._finish("commit", op_id, reservation_id)
+
+    async def release(self, op_id: str, reservation_id: str) -> Reservation:
+        return await self._finish("release", op_id, reservation_id)
+
+    async def _finish(self, name: str, op_id: str, rid: str) -> Reservation:
+        check_op(op_id)
+        home = self._home(rid)
+        if keys.is_multi_part(rid):
+            from omnistock.reservations.sagas import finish_multi_part
+
+            return await finish_multi_part(self, name, op_id, rid, home)
+        reply = await self._finish_part(name, home, op_id, rid)
+        codec.raise_for(reply, kind="reservation", ident=rid, action=name)
+        return codec.reservation(rid, reply, codec.record_lines(reply["ln"]))
+
+    # -- expiry ---------------------------------------------------------------------------------
+
+    async def expire_due(self) -> int:
+        replies = await asyncio.gather(
+            *(self._call("expire", [keys.tag(p)], [self._now()]) for p in range(keys.PARTITIONS))
+        )
+        stuck = [
+            (p, rid.decode() if isinstance(rid, bytes) else rid)
+            for p, (_, rids) in enumerate(replies)
+            for rid in rids
+        ]
+        if stuck:
+            from omnistock.reservations.sagas import resolve_stuck_pins
+
+            await resolve_stuck_pins(self, stuck)
+        return sum(int(count) for count, _ in replies)
+
+
+def _parts(view: dict[str, Any]) -> list[int]:
+    raw = view.get("parts") or ""
+    return [int(p) for p in msgspec.json.decode(raw)] if raw else []

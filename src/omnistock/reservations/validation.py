@@ -1,0 +1,70 @@
+"""Input checks done before any script runs, so a bad call never reaches Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from omnistock.domain.errors import InvalidInput
+from omnistock.domain.ids import is_valid_id
+from omnistock.domain.reservation import MAX_TTL_S
+from omnistock.domain.stock import MAX_QTY, Adjustment, Line, Reason
+
+MAX_OP_ID = 512
+MAX_LINES = 1000
+
+
+def check_op(op_id: str) -> None:
+    if not isinstance(op_id, str) or not 0 < len(op_id) <= MAX_OP_ID:
+        raise InvalidInput("op_id", f"must be 1 to {MAX_OP_ID} characters")
+
+
+def check_id(field: str, value: str) -> None:
+    if not is_valid_id(value):
+        raise InvalidInput(field, "must match ^[A-Za-z0-9._:-]{1,64}$")
+
+
+def check_qty(field: str, value: int, *, low: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= MAX_QTY:
+        raise InvalidInput(field, f"must be an integer from {low} to {MAX_QTY}")
+
+
+def check_lines(op_id: str, lines: Sequence[Line], ttl_ms: int, order_ref: str | None) -> None:
+    check_op(op_id)
+    if len(lines) > MAX_LINES:
+        raise InvalidInput("lines", f"at most {MAX_LINES} lines")
+    for i, line in enumerate(lines):
+        check_id(f"lines[{i}].node_id", line.node_id)
+        check_id(f"lines[{i}].sku", line.sku)
+        check_qty(f"lines[{i}].qty", line.qty, low=1)
+    if not isinstance(ttl_ms, int) or not 0 < ttl_ms <= MAX_TTL_S * 1000:
+        raise InvalidInput("ttl_s", f"must be from 1 ms to {MAX_TTL_S} s")
+    if order_ref is not None:
+        check_id("order_ref", order_ref)
+
+
+def check_set(
+    op_id: str, node_id: str, sku: str, on_hand: int, safety: int | None, if_version: int | None
+) -> None:
+    check_op(op_id)
+    check_id("node_id", node_id)
+    check_id("sku", sku)
+    check_qty("on_hand", on_hand, low=0)
+    if safety is not None:
+        check_qty("safety_stock", safety, low=0)
+    if if_version is not None:
+        check_qty("if_version", if_version, low=0)
+
+
+def check_adjustments(op_id: str, adjustments: Sequence[Adjustment]) -> None:
+    check_op(op_id)
+    if not 0 < len(adjustments) <= MAX_LINES:
+        raise InvalidInput("adjustments", f"1 to {MAX_LINES} adjustments")
+    for i, a in enumerate(adjustments):
+        check_id(f"adjustments[{i}].node_id", a.node_id)
+        check_id(f"adjustments[{i}].sku", a.sku)
+        if not isinstance(a.delta, int) or a.delta == 0 or abs(a.delta) > MAX_QTY:
+            raise InvalidInput(f"adjustments[{i}].delta", f"a non-zero integer within ±{MAX_QTY}")
+        if not isinstance(a.reason, Reason):
+            raise InvalidInput(f"adjustments[{i}].reason", "one of " + ", ".join(Reason))
+        if a.ref is not None and not (isinstance(a.ref, str) and 0 < len(a.ref) <= 128):
+            raise InvalidInput(f"adjustments[{i}].ref", "1 to 128 characters")
