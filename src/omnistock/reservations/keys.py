@@ -23,7 +23,7 @@ def partition_of(sku: str) -> int:
 
 
 def tag(partition: int) -> str:
-    return "{%s.%d}" % (NAMESPACE, partition)
+    return f"{{{NAMESPACE}.{partition}}}"
 
 
 def stream_key(partition: int) -> str:
