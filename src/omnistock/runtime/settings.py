@@ -1,0 +1,64 @@
+"""Typed settings, read from the environment once, at start-up."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+from omnistock.reservations.connect import DURABILITY
+
+
+class SettingsError(ValueError):
+    """A setting has a value omnistock cannot use; the message names the variable."""
+
+
+class Settings(msgspec.Struct, frozen=True):
+    data_dir: Path = Path(".omnistock")
+    redis_url: str | None = None
+    redis_cluster: bool = False
+    database_url: str | None = None
+    durability: str = "strict"
+    api_keys: str | None = None
+    sweep_interval_ms: int = 1000
+    redis_timeout_s: float = 2.0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        durability = env.get("OMNISTOCK_DURABILITY", "strict")
+        if durability not in DURABILITY:
+            raise SettingsError(f"OMNISTOCK_DURABILITY must be one of {', '.join(DURABILITY)}")
+        return cls(
+            data_dir=Path(env.get("OMNISTOCK_DATA_DIR", ".omnistock")),
+            redis_url=env.get("OMNISTOCK_REDIS_URL") or None,
+            redis_cluster=_flag(env, "OMNISTOCK_REDIS_CLUSTER"),
+            database_url=env.get("OMNISTOCK_DATABASE_URL") or None,
+            durability=durability,
+            api_keys=env.get("OMNISTOCK_API_KEYS") or None,
+            sweep_interval_ms=_int(env, "OMNISTOCK_SWEEP_INTERVAL_MS", 1000, low=10),
+            redis_timeout_s=_int(env, "OMNISTOCK_REDIS_TIMEOUT_MS", 2000, low=50) / 1000,
+        )
+
+
+def _flag(env: dict[str, str], name: str) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise SettingsError(f"{name} must be 1 or 0")
+
+
+def _int(env: dict[str, str], name: str, default: int, *, low: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer") from None
+    if value < low:
+        raise SettingsError(f"{name} must be at least {low}")
+    return value
