@@ -63,13 +63,41 @@ local function apply(tag, node, sku, p, d, kind, op, ref, now)
   return n
 end
 
-local function record_key(id)
-  return HOME .. ':r:' .. id
+-- Reservation records live in the partition of the script that created them (KEYS[1]). Their
+-- deadline is registered in every partition holding one of their lines, as "<record partition>/<id>",
+-- so a script on any of those partitions expires the record in time.
+local HOME_P = tonumber(string.match(HOME, '%.(%d+)}$'))
+
+local function record_key(id, rp)
+  return tag_of(rp or HOME_P) .. ':r:' .. id
+end
+
+local function line_partitions(lines)
+  local seen, out = {}, {}
+  for _, l in ipairs(lines) do
+    if not seen[l[1]] then
+      seen[l[1]] = true
+      out[#out + 1] = l[1]
+    end
+  end
+  return out
+end
+
+local function deadline_add(id, rp, lines, exp)
+  for _, p in ipairs(line_partitions(lines)) do
+    redis.call('ZADD', tag_of(p) .. ':exp', exp, rp .. '/' .. id)
+  end
+end
+
+local function deadline_remove(id, rp, lines)
+  for _, p in ipairs(line_partitions(lines)) do
+    redis.call('ZREM', tag_of(p) .. ':exp', rp .. '/' .. id)
+  end
 end
 
 -- Returns every reserved line of a record to available and marks it with a terminal status.
-local function release_record(id, status, kind, op, now)
-  local rk = record_key(id)
+local function release_record(id, rp, status, kind, op, now)
+  local rk = record_key(id, rp)
   local lines = cjson.decode(redis.call('HGET', rk, 'ln'))
   for _, l in ipairs(lines) do
     local tag = tag_of(l[1])
@@ -78,7 +106,7 @@ local function release_record(id, status, kind, op, now)
   end
   redis.call('HSET', rk, 'st', status, 'end', now)
   redis.call('PEXPIRE', rk, RECORD_TTL_MS)
-  redis.call('ZREM', HOME .. ':exp', id)
+  deadline_remove(id, rp, lines)
 end
 
 -- Expiry is data: before anything else, every script releases what is due in the partitions it
@@ -87,18 +115,15 @@ local function expire_due(now)
   local expired = 0
   for _, tag in ipairs(KEYS) do
     local due = redis.call('ZRANGEBYSCORE', tag .. ':exp', '-inf', now)
-    if #due > 0 then
-      local saved = HOME
-      HOME = tag
-      for _, id in ipairs(due) do
-        if redis.call('HGET', record_key(id), 'st') == 'a' then
-          release_record(id, 'x', 'expire', 'expire:' .. id, now)
-          expired = expired + 1
-        else
-          redis.call('ZREM', tag .. ':exp', id)
-        end
+    for _, member in ipairs(due) do
+      local rp, id = string.match(member, '^(%d+)/(.+)$')
+      rp = tonumber(rp)
+      if redis.call('HGET', record_key(id, rp), 'st') == 'a' then
+        release_record(id, rp, 'x', 'expire', 'expire:' .. id, now)
+        expired = expired + 1
+      else
+        redis.call('ZREM', tag .. ':exp', member)
       end
-      HOME = saved
     end
   end
   return expired

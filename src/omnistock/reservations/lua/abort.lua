@@ -7,7 +7,7 @@ local now = clock(ARGV[1])
 expire_due(now)
 local op, id, final = ARGV[2], ARGV[3], ARGV[4]
 if redis.call('HGET', record_key(id), 'st') == 'a' then
-  release_record(id, 'r', 'release', op .. ':abort', now)
+  release_record(id, HOME_P, 'r', 'release', op .. ':abort', now)
 end
 if final == '' then
   redis.call('DEL', record_key(id), op_key(op))

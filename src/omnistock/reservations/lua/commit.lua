@@ -18,7 +18,7 @@ for _, l in ipairs(r.ln) do
 end
 redis.call('HSET', record_key(id), 'st', 'c', 'end', now)
 redis.call('PEXPIRE', record_key(id), RECORD_TTL_MS)
-redis.call('ZREM', HOME .. ':exp', id)
+deadline_remove(id, HOME_P, r.ln)
 redis.call('ZREM', HOME .. ':pin', id)
 r.st = 'c'
 return remember(op, cjson.encode(r))

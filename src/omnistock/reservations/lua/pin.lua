@@ -9,7 +9,7 @@ local r = record_view(id)
 if not r then return cjson.encode({ err = 'missing' }) end
 if r.st == 'a' then
   redis.call('HSET', record_key(id), 'st', 'p')
-  redis.call('ZREM', HOME .. ':exp', id)
+  deadline_remove(id, HOME_P, r.ln)
   redis.call('ZADD', HOME .. ':pin', now + tonumber(ARGV[3]), id)
   r.st = 'p'
 end

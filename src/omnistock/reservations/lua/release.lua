@@ -10,6 +10,6 @@ if not r then return { cjson.encode({ err = 'missing' }), 0 } end
 if r.st ~= 'a' then
   return remember(op, cjson.encode({ err = 'state', st = r.st }))
 end
-release_record(id, 'r', 'release', op, now)
+release_record(id, HOME_P, 'r', 'release', op, now)
 r.st = 'r'
 return remember(op, cjson.encode(r))

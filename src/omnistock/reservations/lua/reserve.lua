@@ -34,5 +34,5 @@ redis.call('HSET', record_key(id), 'st', 'a', 'exp', exp, 'ct', now, 'ln', ln, '
 if ARGV[5] ~= '' then
   redis.call('HSET', record_key(id), 'parts', ARGV[5], 'ref', ARGV[6])
 end
-redis.call('ZADD', HOME .. ':exp', exp, id)
+deadline_add(id, HOME_P, lines, exp)
 return remember(op, cjson.encode({ st = 'a', exp = exp, ct = now }))

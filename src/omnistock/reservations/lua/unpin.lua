@@ -7,7 +7,7 @@ if not r then return cjson.encode({ err = 'missing' }) end
 if r.st == 'p' then
   redis.call('HSET', record_key(id), 'st', 'a')
   redis.call('ZREM', HOME .. ':pin', id)
-  redis.call('ZADD', HOME .. ':exp', r.exp, id)
+  deadline_add(id, HOME_P, r.ln, r.exp)
   expire_due(now)
   r = record_view(id)
 end

@@ -1,0 +1,1 @@
+"""Process-level runtime: the embedded Valkey server and cluster the service runs on."""

@@ -1,0 +1,3 @@
+"""Shared pytest configuration. Fixtures live in plugin modules listed here."""
+
+pytest_plugins = ["tests.fixtures_valkey"]
