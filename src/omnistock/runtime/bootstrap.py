@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from omnistock.reservations.connect import LedgerConnection, open_ledger
+from omnistock.reservations.redis_ledger import RedisLedger
 from omnistock.reservations.sweeper import Sweeper
 from omnistock.runtime.settings import Settings
 from omnistock.runtime.valkey_server import EmbeddedValkey
@@ -24,7 +25,7 @@ class LedgerRuntime:
     redis_url: str
 
     @property
-    def ledger(self):  # noqa: ANN201 - the StockLedger of this runtime
+    def ledger(self) -> RedisLedger:
         return self.connection.ledger
 
 
