@@ -48,9 +48,9 @@ def test_serve_starts_embedded_valkey_with_aof_and_stops_it_on_sigterm(tmp_path:
         pid = _valkey_pid(url)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
-            f"/proc/{pid}/status"
-        ).read_text()
+        assert (
+            not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        )
         assert (tmp_path / "valkey").is_dir()
     finally:
         proc.kill()

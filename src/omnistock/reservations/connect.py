@@ -12,6 +12,11 @@ from redis.asyncio.cluster import RedisCluster
 from omnistock.reservations.redis_ledger import RedisLedger
 from omnistock.reservations.runner import ScriptRunner
 from omnistock.reservations.scripts import ScriptSettings, load_scripts
+from omnistock.reservations.transport import (
+    FastConnection,
+    FastUnixConnection,
+    use_fast_connections,
+)
 
 DURABILITY = ("strict", "fast")
 
@@ -74,9 +79,16 @@ async def open_ledger(
     common = dict(socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     if cluster:
         client = RedisCluster.from_url(url, **common)
+        use_fast_connections(client)
         await client.initialize()
     else:
-        client = aioredis.from_url(url, max_connections=max_in_flight * 4 + 8, **common)
+        unix = url.startswith("unix://")
+        client = aioredis.from_url(
+            url,
+            max_connections=max_in_flight * 4 + 8,
+            connection_class=FastUnixConnection if unix else FastConnection,
+            **common,
+        )
     try:
         wait_aof = await _wait_aof_needed(client, durability, cluster)
         scripts = load_scripts(script_settings)

@@ -266,5 +266,4 @@ class RedisLedger:
 
 
 def _parts(view: dict[str, Any]) -> list[int]:
-    raw = view.get("parts") or ""
-    return [int(p) for p in msgspec.json.decode(raw)] if raw else []
+    return [int(p) for p in view.get("parts") or ()]

@@ -18,7 +18,7 @@ import msgspec
 
 from omnistock.domain.errors import BelowCommitted, IllegalTransition, InsufficientStock
 from omnistock.domain.reservation import Reservation
-from omnistock.domain.stock import Adjustment, Line, Position, Shortage
+from omnistock.domain.stock import Adjustment, Line, Position
 from omnistock.reservations import codec, keys
 from omnistock.reservations.runner import LedgerUnavailable
 
@@ -46,12 +46,15 @@ async def reserve_saga(
         return_exceptions=True,
     )
     unreachable = [r for r in replies if isinstance(r, BaseException)]
-    short: list[Shortage] = [
-        s
-        for r in replies
-        if isinstance(r, dict) and r.get("err") == "short"
-        for s in codec.shortages(r)
-    ]
+    # A replayed failure carries the whole saga's shortages in its header: keep each line once.
+    short = list(
+        {
+            (s.node_id, s.sku): s
+            for r in replies
+            if isinstance(r, dict) and r.get("err") == "short"
+            for s in codec.shortages(r)
+        }.values()
+    )
     failed = [r for r in replies if isinstance(r, dict) and r.get("err")]
     if not unreachable and not failed:
         return codec.reservation(rid, replies[0] | {"ref": order_ref}, lines)
@@ -93,8 +96,7 @@ async def _unpin(ledger: RedisLedger, partition: int, rid: str) -> dict[str, Any
 
 
 def _parts(view: dict[str, Any]) -> list[int]:
-    raw = view.get("parts") or ""
-    return [int(p) for p in msgspec.json.decode(raw)] if raw else []
+    return [int(p) for p in view.get("parts") or ()]
 
 
 async def finish_multi_part(

@@ -46,15 +46,19 @@ local function pos_list(p)
 end
 
 -- Applies deltas to a position read earlier in the same script, bumps its version, appends the
--- event to the partition's stream and returns the new position.
+-- event to the partition's stream and returns the new position. Only changed fields are written.
 local function apply(tag, node, sku, p, d, kind, op, ref, now)
   local n = {
     oh = p.oh + (d.oh or 0), rs = p.rs + (d.rs or 0), hd = p.hd + (d.hd or 0),
     ss = d.ss_set or p.ss, ib = p.ib + (d.ib or 0), v = p.v + 1,
   }
-  redis.call('HSET', stock_key(tag, sku),
-    node .. '|oh', n.oh, node .. '|rs', n.rs, node .. '|hd', n.hd,
-    node .. '|ss', n.ss, node .. '|ib', n.ib, node .. '|v', n.v)
+  local fields = { node .. '|v', n.v }
+  if n.oh ~= p.oh then fields[#fields + 1] = node .. '|oh'; fields[#fields + 1] = n.oh end
+  if n.rs ~= p.rs then fields[#fields + 1] = node .. '|rs'; fields[#fields + 1] = n.rs end
+  if n.hd ~= p.hd then fields[#fields + 1] = node .. '|hd'; fields[#fields + 1] = n.hd end
+  if n.ss ~= p.ss then fields[#fields + 1] = node .. '|ss'; fields[#fields + 1] = n.ss end
+  if n.ib ~= p.ib then fields[#fields + 1] = node .. '|ib'; fields[#fields + 1] = n.ib end
+  redis.call('HSET', stock_key(tag, sku), unpack(fields))
   redis.call('XADD', tag .. ':ev', 'MAXLEN', '~', STREAM_MAXLEN, '*',
     'op', op, 'k', kind, 'n', node, 's', sku,
     'doh', d.oh or 0, 'drs', d.rs or 0, 'dhd', d.hd or 0, 'dib', d.ib or 0,
@@ -63,13 +67,26 @@ local function apply(tag, node, sku, p, d, kind, op, ref, now)
   return n
 end
 
--- Reservation records live in the partition of the script that created them (KEYS[1]). Their
--- deadline is registered in every partition holding one of their lines, as "<record partition>/<id>",
--- so a script on any of those partitions expires the record in time.
+-- A reservation record is one JSON string {st, exp, ct, ln, op, ref, parts, fop, res} in the
+-- partition of the script that created it (KEYS[1]); its key is derived from the reserve's
+-- operation id, so the record is also that operation's memory. Statuses: a(ctive), p(inned for a
+-- commit in progress), c(ommitted), r(eleased), x (expired), f(ailed: res holds the refusal).
+-- Its deadline is registered in every partition holding one of its lines, as
+-- "<record partition>/<id>", so a script on any of those partitions expires it in time.
 local HOME_P = tonumber(string.match(HOME, '%.(%d+)}$'))
 
 local function record_key(id, rp)
   return tag_of(rp or HOME_P) .. ':r:' .. id
+end
+
+local function read_record(id, rp)
+  local raw = redis.call('GET', record_key(id, rp))
+  if not raw then return nil end
+  return cjson.decode(raw)
+end
+
+local function write_record(id, rp, r, ttl_ms)
+  redis.call('SET', record_key(id, rp), cjson.encode(r), 'PX', ttl_ms)
 end
 
 local function line_partitions(lines)
@@ -95,18 +112,18 @@ local function deadline_remove(id, rp, lines)
   end
 end
 
--- Returns every reserved line of a record to available and marks it with a terminal status.
-local function release_record(id, rp, status, kind, op, now)
-  local rk = record_key(id, rp)
-  local lines = cjson.decode(redis.call('HGET', rk, 'ln'))
-  for _, l in ipairs(lines) do
+-- Returns every reserved line of a record to available and gives it a terminal status.
+local function release_record(id, rp, r, status, kind, op, now)
+  for _, l in ipairs(r.ln) do
     local tag = tag_of(l[1])
     local p = read_pos(tag, l[2], l[3])
     apply(tag, l[2], l[3], p, { rs = -l[4] }, kind, op, id, now)
   end
-  redis.call('HSET', rk, 'st', status, 'end', now)
-  redis.call('PEXPIRE', rk, RECORD_TTL_MS)
-  deadline_remove(id, rp, lines)
+  r.st = status
+  r['end'] = now
+  r.fop = op
+  write_record(id, rp, r, RECORD_TTL_MS)
+  deadline_remove(id, rp, r.ln)
 end
 
 -- Expiry is data: before anything else, every script releases what is due in the partitions it
@@ -118,8 +135,9 @@ local function expire_due(now)
     for _, member in ipairs(due) do
       local rp, id = string.match(member, '^(%d+)/(.+)$')
       rp = tonumber(rp)
-      if redis.call('HGET', record_key(id, rp), 'st') == 'a' then
-        release_record(id, rp, 'x', 'expire', 'expire:' .. id, now)
+      local r = read_record(id, rp)
+      if r and r.st == 'a' then
+        release_record(id, rp, r, 'x', 'expire', 'expire:' .. id, now)
         expired = expired + 1
       else
         redis.call('ZREM', tag .. ':exp', member)
@@ -143,9 +161,8 @@ local function remember(op, result)
   return { result, 0 }
 end
 
-local function record_view(id)
-  local f = redis.call('HMGET', record_key(id), 'st', 'exp', 'ct', 'ln', 'ref', 'parts')
-  if not f[1] then return nil end
-  return { st = f[1], exp = tonumber(f[2]), ct = tonumber(f[3]), ln = cjson.decode(f[4]),
-           ref = f[5] or '', parts = f[6] or '' }
+-- What a caller sees of a record.
+local function view(r)
+  return cjson.encode({ st = r.st, exp = r.exp, ct = r.ct, ln = r.ln, ref = r.ref,
+                        parts = r.parts })
 end

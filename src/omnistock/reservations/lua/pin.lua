@@ -5,12 +5,12 @@
 local now = clock(ARGV[1])
 expire_due(now)
 local id = ARGV[2]
-local r = record_view(id)
-if not r then return cjson.encode({ err = 'missing' }) end
+local r = read_record(id)
+if not r or r.st == 'f' then return cjson.encode({ err = 'missing' }) end
 if r.st == 'a' then
-  redis.call('HSET', record_key(id), 'st', 'p')
+  r.st = 'p'
+  write_record(id, HOME_P, r, r.exp - now + RECORD_TTL_MS)
   deadline_remove(id, HOME_P, r.ln)
   redis.call('ZADD', HOME .. ':pin', now + tonumber(ARGV[3]), id)
-  r.st = 'p'
 end
-return cjson.encode(r)
+return view(r)

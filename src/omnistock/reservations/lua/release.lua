@@ -1,15 +1,14 @@
--- Release a reservation (or one part of it) back to available.
+-- Release a reservation (or one part of it) back to available. Repeating the releasing op
+-- replays; releasing a reservation that is not active is a conflict.
 -- ARGV: now, op, reservation id.
 local now = clock(ARGV[1])
 expire_due(now)
 local op, id = ARGV[2], ARGV[3]
-local prev = replay(op)
-if prev then return { prev, 1 } end
-local r = record_view(id)
-if not r then return { cjson.encode({ err = 'missing' }), 0 } end
+local r = read_record(id)
+if not r or r.st == 'f' then return { cjson.encode({ err = 'missing' }), 0 } end
+if r.fop == op and r.st == 'r' then return { view(r), 1 } end
 if r.st ~= 'a' then
-  return remember(op, cjson.encode({ err = 'state', st = r.st }))
+  return { cjson.encode({ err = 'state', st = r.st }), 0 }
 end
-release_record(id, HOME_P, 'r', 'release', op, now)
-r.st = 'r'
-return remember(op, cjson.encode(r))
+release_record(id, HOME_P, r, 'r', 'release', op, now)
+return { view(r), 0 }

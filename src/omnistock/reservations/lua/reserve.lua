@@ -1,13 +1,15 @@
 -- Reserve every line or none.
--- ARGV: now, op, reservation id, ttl_ms, parts (JSON list of partitions, header only, else ''),
---       order_ref, then per line: partition, node, sku, qty.
+-- ARGV: now, op, reservation id (derived from op), ttl_ms, parts (JSON list of partitions, on the
+--       header part only, else ''), order_ref, then per line: partition, node, sku, qty.
+-- The record doubles as the operation's memory: a repeated op finds it and replays the result.
 local now = clock(ARGV[1])
 expire_due(now)
 local op, id = ARGV[2], ARGV[3]
-local prev = replay(op)
-if prev then return { prev, 1 } end
-if redis.call('EXISTS', record_key(id)) == 1 then
-  return remember(op, cjson.encode({ err = 'exists' }))
+local prev = read_record(id)
+if prev then
+  if prev.op ~= op then return { cjson.encode({ err = 'exists' }), 0 } end
+  if prev.res then return { prev.res, 1 } end
+  return { cjson.encode({ st = 'a', exp = prev.exp, ct = prev.ct }), 1 }
 end
 
 local lines, positions, short = {}, {}, {}
@@ -22,17 +24,21 @@ for i = 7, #ARGV, 4 do
   positions[#positions + 1] = p
 end
 if #short > 0 then
-  return remember(op, cjson.encode({ err = 'short', short = short }))
+  local res = cjson.encode({ err = 'short', short = short })
+  write_record(id, HOME_P, { st = 'f', op = op, res = res }, OP_TTL_MS)
+  return { res, 0 }
 end
 
 for i, l in ipairs(lines) do
   apply(tag_of(l[1]), l[2], l[3], positions[i], { rs = l[4] }, 'reserve', op, id, now)
 end
 local exp = now + tonumber(ARGV[4])
-local ln = cjson.encode(lines)
-redis.call('HSET', record_key(id), 'st', 'a', 'exp', exp, 'ct', now, 'ln', ln, 'op', op)
+local r = { st = 'a', exp = exp, ct = now, ln = lines, op = op }
 if ARGV[5] ~= '' then
-  redis.call('HSET', record_key(id), 'parts', ARGV[5], 'ref', ARGV[6])
+  r.parts = cjson.decode(ARGV[5])
+  if ARGV[6] ~= '' then r.ref = ARGV[6] end
 end
+-- An active record outlives its deadline so that it can still be read as expired.
+write_record(id, HOME_P, r, exp - now + RECORD_TTL_MS)
 deadline_add(id, HOME_P, lines, exp)
-return remember(op, cjson.encode({ st = 'a', exp = exp, ct = now }))
+return { cjson.encode({ st = 'a', exp = exp, ct = now }), 0 }

@@ -2,13 +2,14 @@
 -- has passed. ARGV: now, reservation id. Idempotent by state.
 local now = clock(ARGV[1])
 local id = ARGV[2]
-local r = record_view(id)
-if not r then return cjson.encode({ err = 'missing' }) end
+local r = read_record(id)
+if not r or r.st == 'f' then return cjson.encode({ err = 'missing' }) end
 if r.st == 'p' then
-  redis.call('HSET', record_key(id), 'st', 'a')
+  r.st = 'a'
+  write_record(id, HOME_P, r, math.max(r.exp - now, 0) + RECORD_TTL_MS)
   redis.call('ZREM', HOME .. ':pin', id)
   deadline_add(id, HOME_P, r.ln, r.exp)
   expire_due(now)
-  r = record_view(id)
+  r = read_record(id)
 end
-return cjson.encode(r)
+return view(r)
