@@ -61,6 +61,15 @@ def record_lines(raw: list[list[Any]]) -> list[Line]:
     return [Line(str(node), str(sku), int(qty)) for _part, node, sku, qty in raw]
 
 
+def in_request_order(lines: list[Line], header: dict[str, Any]) -> list[Line]:
+    """Lines of a multi-part reservation, in the order the request named them."""
+    order = header.get("order")
+    if not order:
+        return lines
+    rank = {(str(node), str(sku)): i for i, (node, sku) in enumerate(order)}
+    return sorted(lines, key=lambda line: rank.get((line.node_id, line.sku), len(rank)))
+
+
 def reservation(rid: str, view: dict[str, Any], lines: list[Line]) -> Reservation:
     return Reservation(
         reservation_id=rid,

@@ -81,7 +81,7 @@ class RedisLedger:
         groups: dict[int, Group] = {}
         for p, item in items:
             groups.setdefault(p, Group(p, [keys.tag(p)], [])).items.append((p, item))
-        return list(groups.values())
+        return [groups[p] for p in sorted(groups)]
 
     # -- stock ----------------------------------------------------------------------------------
 
@@ -121,7 +121,7 @@ class RedisLedger:
             return await self._adjust_group(op_id, groups[0])
         from omnistock.reservations.sagas import adjust_saga
 
-        return await adjust_saga(self, op_id, groups)
+        return await adjust_saga(self, op_id, groups, adjustments)
 
     async def _adjust_group(self, op_id: str, group: Group) -> list[Position]:
         args: list[Any] = [self._now(), op_id]
@@ -172,7 +172,7 @@ class RedisLedger:
         rid = keys.reservation_id(op_id, groups[0].home, single=len(groups) == 1)
         if len(groups) == 1:
             reply = await self._reserve_part(
-                op_id, rid, groups[0], [groups[0].home], ttl_ms, order_ref
+                op_id, rid, groups[0], [groups[0].home], None, ttl_ms, order_ref
             )
             codec.raise_for(reply, kind="reservation", ident=rid, action="reserve")
             return codec.reservation(rid, reply | {"ref": order_ref}, merged)
@@ -186,15 +186,19 @@ class RedisLedger:
         rid: str,
         group: Group,
         parts: list[int] | None,
+        order: list[Line] | None,
         ttl_ms: int,
         order_ref: str | None,
     ) -> dict[str, Any]:
+        """``parts`` and ``order`` go to the header part only: the partitions of every part, and
+        the request's line order so a multi-part reservation reads back as it was asked for."""
         args: list[Any] = [
             self._now(),
             op_id,
             rid,
             ttl_ms,
             _encode(parts).decode() if parts else "",
+            _encode([[line.node_id, line.sku] for line in order]).decode() if order else "",
             order_ref or "",
         ]
         for p, line in group.items:
@@ -223,7 +227,7 @@ class RedisLedger:
             for v in views:
                 if "ln" in v:
                     lines += codec.record_lines(v["ln"])
-        return codec.reservation(reservation_id, view, lines)
+        return codec.reservation(reservation_id, view, codec.in_request_order(lines, view))
 
     async def _finish_part(self, name: str, partition: int, op_id: str, rid: str) -> dict:
         return codec.decode(

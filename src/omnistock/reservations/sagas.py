@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from omnistock.domain.errors import BelowCommitted, IllegalTransition, InsufficientStock
+from omnistock.domain.errors import BelowCommitted, IllegalTransition
 from omnistock.domain.reservation import Reservation
-from omnistock.domain.stock import Adjustment, Line, Position
+from omnistock.domain.stock import Adjustment, Line, Position, Shortage
 from omnistock.reservations import codec, keys
 from omnistock.reservations.runner import LedgerUnavailable
 
@@ -37,35 +37,52 @@ async def reserve_saga(
     ttl_ms: int,
     order_ref: str | None,
 ) -> Reservation:
+    """Reserves part by part in partition order, stopping at the first refusal.
+
+    One after another, not in parallel: a part held by an attempt that then fails elsewhere would
+    make concurrent attempts fail against stock that turns out to be free. In a fixed order, an
+    attempt only holds earlier parts while it tries later ones, as with ordered lock acquisition.
+    """
     parts = [g.home for g in groups]
-    replies = await asyncio.gather(
-        *(
-            ledger._reserve_part(op_id, rid, g, parts if i == 0 else None, ttl_ms, order_ref)
-            for i, g in enumerate(groups)
-        ),
-        return_exceptions=True,
-    )
-    unreachable = [r for r in replies if isinstance(r, BaseException)]
-    # A replayed failure carries the whole saga's shortages in its header: keep each line once.
-    short = list(
-        {
-            (s.node_id, s.sku): s
-            for r in replies
-            if isinstance(r, dict) and r.get("err") == "short"
-            for s in codec.shortages(r)
-        }.values()
-    )
-    failed = [r for r in replies if isinstance(r, dict) and r.get("err")]
-    if not unreachable and not failed:
+    replies: list[dict[str, Any]] = []
+    unreachable: LedgerUnavailable | None = None
+    for i, group in enumerate(groups):
+        try:
+            reply = await ledger._reserve_part(
+                op_id,
+                rid,
+                group,
+                parts if i == 0 else None,
+                lines if i == 0 else None,
+                ttl_ms,
+                order_ref,
+            )
+        except LedgerUnavailable as exc:
+            unreachable = exc
+            break
+        replies.append(reply)
+        if reply.get("err"):
+            break
+    failed = replies[-1] if replies and replies[-1].get("err") else None
+    if unreachable is None and failed is None:
         return codec.reservation(rid, replies[0] | {"ref": order_ref}, lines)
 
-    final = (
-        ""
-        if unreachable
-        else msgspec.json.encode(
-            {"err": "short", "short": [[s.node_id, s.sku, s.requested, s.available] for s in short]}
-        ).decode()
-    )
+    if failed is None:
+        final = ""
+    elif failed.get("err") == "short":
+        short = codec.shortages(failed)
+        if not failed.get("whole"):  # a first refusal: name the short lines of untried parts too
+            short += await _shortages_of(ledger, groups[len(replies) :])
+        failed = {
+            "err": "short",
+            "whole": True,
+            "short": [
+                [s.node_id, s.sku, s.requested, s.available] for s in _in_line_order(short, lines)
+            ],
+        }
+        final = msgspec.json.encode(failed).decode()
+    else:
+        final = msgspec.json.encode(failed).decode()
     try:
         await asyncio.gather(
             *(
@@ -76,12 +93,31 @@ async def reserve_saga(
     except LedgerUnavailable:
         log.warning("abort of reservation %s incomplete; its parts expire at their deadline", rid)
         raise
-    if unreachable:
-        raise LedgerUnavailable(str(unreachable[0]))
-    if short:
-        raise InsufficientStock(short)
-    codec.raise_for(failed[0], kind="reservation", ident=rid, action="reserve")
+    if failed is None:
+        raise unreachable or LedgerUnavailable("reservation saga incomplete")
+    codec.raise_for(failed, kind="reservation", ident=rid, action="reserve")
     raise AssertionError("unreachable")
+
+
+def _in_line_order(short: list[Shortage], lines: list[Line]) -> list[Shortage]:
+    """Each short line once, in the order of the request, as a single script reports them."""
+    order = {(line.node_id, line.sku): i for i, line in enumerate(lines)}
+    unique = {(s.node_id, s.sku): s for s in short}
+    return sorted(unique.values(), key=lambda s: order.get((s.node_id, s.sku), len(order)))
+
+
+async def _shortages_of(ledger: RedisLedger, groups: list[Group]) -> list[Shortage]:
+    """What the parts not tried would lack now, so the refusal names every short line."""
+    wanted = [line for g in groups for _p, line in g.items]
+    if not wanted:
+        return []
+    positions = await ledger.availability_many([line.sku for line in wanted])
+    out = []
+    for line in wanted:
+        have = next((p.available for p in positions[line.sku] if p.node_id == line.node_id), 0)
+        if line.qty > have:
+            out.append(Shortage(line.node_id, line.sku, line.qty, have))
+    return out
 
 
 async def _pin(ledger: RedisLedger, partition: int, rid: str) -> dict[str, Any]:
@@ -109,26 +145,41 @@ async def finish_multi_part(
     lines = codec.record_lines(header["ln"])
     for v in views:
         lines += codec.record_lines(v.get("ln", []))
+    lines = codec.in_request_order(lines, header)
 
     if name == "release":
         reply = await ledger._finish_part("release", home, op_id, rid)
         codec.raise_for(reply, kind="reservation", ident=rid, action=name)
-        # A part pinned by a concurrent commit refuses; it expires at its deadline.
+        # A part pinned by a concurrent commit refuses here; that commit then fails on the
+        # released header and releases the part (see _follow_header).
         await asyncio.gather(*(ledger._finish_part("release", p, op_id, rid) for p in others))
         return codec.reservation(rid, reply, lines)
 
     pins = await asyncio.gather(*(_pin(ledger, p, rid) for p in others))
     blocked = [r for r in pins if r.get("err") or r.get("st") not in ("p", "c")]
     if blocked:
-        await asyncio.gather(*(_unpin(ledger, p, rid) for p in others))
+        await _follow_header(ledger, others, rid, header["st"], op_id)
         status = header["st"] if header["st"] not in ("a", "p") else blocked[0].get("st", "x")
         raise IllegalTransition("reservation", rid, codec.STATUS[status].value, name)
     reply = await ledger._finish_part("commit", home, op_id, rid)
     if reply.get("err"):
-        await asyncio.gather(*(_unpin(ledger, p, rid) for p in others))
+        await _follow_header(ledger, others, rid, reply.get("st", "a"), op_id)
         codec.raise_for(reply, kind="reservation", ident=rid, action=name)
     await asyncio.gather(*(ledger._finish_part("commit", p, op_id, rid) for p in others))
     return codec.reservation(rid, reply, lines)
+
+
+async def _follow_header(
+    ledger: RedisLedger, others: list[int], rid: str, header_status: str, op_id: str
+) -> None:
+    """After a commit that did not happen, the other parts follow the header: back to active
+    while it is active, released once it was released or expired (a release that raced the
+    commit found them pinned and left them to this)."""
+    await asyncio.gather(*(_unpin(ledger, p, rid) for p in others))
+    if header_status in ("r", "x"):
+        await asyncio.gather(
+            *(ledger._finish_part("release", p, f"{op_id}:follow", rid) for p in others)
+        )
 
 
 async def resolve_stuck_pins(ledger: RedisLedger, stuck: Sequence[tuple[int, str]]) -> None:
@@ -144,41 +195,46 @@ async def resolve_stuck_pins(ledger: RedisLedger, stuck: Sequence[tuple[int, str
             await ledger._finish_part("release", partition, f"recover:{rid}", rid)
 
 
-async def adjust_saga(ledger: RedisLedger, op_id: str, groups: list[Group]) -> list[Position]:
-    """Decrements first (they can be refused), undone with increments if any is; then increments,
-    which cannot be refused."""
+async def adjust_saga(
+    ledger: RedisLedger, op_id: str, groups: list[Group], adjustments: Sequence[Adjustment]
+) -> list[Position]:
+    """Partitions that can refuse (any decrement) go first, each whole so that lines on one
+    position see the running total as on a single server. If one refuses, those applied are
+    undone by the inverse of their net change per position. Partitions with increments only,
+    which cannot refuse, go last. Every partition runs once, under the caller's operation id."""
     from omnistock.reservations.redis_ledger import Group
 
-    def split(sign: int) -> list[Group]:
-        out = []
-        for g in groups:
-            items = [(p, a) for p, a in g.items if (a.delta < 0) == (sign < 0)]
-            if items:
-                out.append(Group(g.home, g.tags, items))
-        return out
-
-    decrements, increments = split(-1), split(+1)
+    risky = [g for g in groups if any(a.delta < 0 for _p, a in g.items)]
+    safe = [g for g in groups if all(a.delta > 0 for _p, a in g.items)]
     results = await asyncio.gather(
-        *(ledger._adjust_group(f"{op_id}:out", g) for g in decrements), return_exceptions=True
+        *(ledger._adjust_group(op_id, g) for g in risky), return_exceptions=True
     )
     refused = [r for r in results if isinstance(r, BaseException)]
     if refused:
-        done = [
-            g for g, r in zip(decrements, results, strict=True) if not isinstance(r, BaseException)
-        ]
-        undo = [Group(g.home, g.tags, [(p, _inverse(a)) for p, a in g.items]) for g in done]
-        await asyncio.gather(*(ledger._adjust_group(f"{op_id}:undo", g) for g in undo))
+        done = [g for g, r in zip(risky, results, strict=True) if not isinstance(r, BaseException)]
+        undo = [Group(g.home, g.tags, _net_inverse(g)) for g in done]
+        await asyncio.gather(*(ledger._adjust_group(f"{op_id}:undo", u) for u in undo if u.items))
         if all(isinstance(r, BelowCommitted) for r in refused):
             raise BelowCommitted([s for r in refused for s in r.shortages])
         raise refused[0]
-    later = await asyncio.gather(*(ledger._adjust_group(f"{op_id}:in", g) for g in increments))
+    later = await asyncio.gather(*(ledger._adjust_group(op_id, g) for g in safe))
     final: dict[tuple[str, str], Position] = {}
     for batch in [*results, *later]:
         for pos in batch:
             final[(pos.node_id, pos.sku)] = pos
-    order = dict.fromkeys((a.node_id, a.sku) for g in groups for _, a in g.items)
+    order = dict.fromkeys((a.node_id, a.sku) for a in adjustments)
     return [final[k] for k in order]
 
 
-def _inverse(a: Adjustment) -> Adjustment:
-    return Adjustment(a.node_id, a.sku, -a.delta, a.reason, "undo")
+def _net_inverse(group: Group) -> list[tuple[int, Adjustment]]:
+    net: dict[tuple[str, str], tuple[int, Adjustment]] = {}
+    for p, a in group.items:
+        key = (a.node_id, a.sku)
+        total = net[key][1].delta + a.delta if key in net else a.delta
+        first = net[key][1] if key in net else a
+        net[key] = (p, Adjustment(a.node_id, a.sku, total, first.reason, "undo"))
+    return [
+        (p, Adjustment(a.node_id, a.sku, -a.delta, a.reason, "undo"))
+        for p, a in net.values()
+        if a.delta != 0
+    ]

@@ -164,5 +164,5 @@ end
 -- What a caller sees of a record.
 local function view(r)
   return cjson.encode({ st = r.st, exp = r.exp, ct = r.ct, ln = r.ln, ref = r.ref,
-                        parts = r.parts })
+                        parts = r.parts, order = r.order })
 end

@@ -1,6 +1,8 @@
 -- Reserve every line or none.
 -- ARGV: now, op, reservation id (derived from op), ttl_ms, parts (JSON list of partitions, on the
---       header part only, else ''), order_ref, then per line: partition, node, sku, qty.
+--       header part only, else ''), the request's line order (JSON [[node, sku], ...], on the
+--       header of a multi-part reservation only, else ''), order_ref,
+--       then per line: partition, node, sku, qty.
 -- The record doubles as the operation's memory: a repeated op finds it and replays the result.
 local now = clock(ARGV[1])
 expire_due(now)
@@ -13,7 +15,7 @@ if prev then
 end
 
 local lines, positions, short = {}, {}, {}
-for i = 7, #ARGV, 4 do
+for i = 8, #ARGV, 4 do
   local part, node, sku, qty = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   local p = read_pos(tag_of(part), node, sku)
   local avail = available(p)
@@ -36,7 +38,8 @@ local exp = now + tonumber(ARGV[4])
 local r = { st = 'a', exp = exp, ct = now, ln = lines, op = op }
 if ARGV[5] ~= '' then
   r.parts = cjson.decode(ARGV[5])
-  if ARGV[6] ~= '' then r.ref = ARGV[6] end
+  if ARGV[6] ~= '' then r.order = cjson.decode(ARGV[6]) end
+  if ARGV[7] ~= '' then r.ref = ARGV[7] end
 end
 -- An active record outlives its deadline so that it can still be read as expired.
 write_record(id, HOME_P, r, exp - now + RECORD_TTL_MS)

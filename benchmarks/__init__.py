@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m benchmarks.ledger_bench`` (``make bench``)."""

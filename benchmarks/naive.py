@@ -1,0 +1,56 @@
+"""The naive peer: the ledger's own scripts, one plain redis-py asyncio EVALSHA per call.
+
+``NaiveRunner`` has the interface of ``omnistock.reservations.runner.ScriptRunner`` (``call``,
+``load_all``) so a ``RedisLedger`` built on it sends exactly the same scripts with exactly the
+same keys and arguments; the only difference is the client path: no coalescing, no pipelines,
+every call waits for its own round trip on a connection of its own from the pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+from redis.asyncio.cluster import RedisCluster
+
+from omnistock.reservations.runner import UNAVAILABLE_ERRORS, LedgerUnavailable, ScriptError
+from omnistock.reservations.scripts import Script
+
+
+class NaiveRunner:
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    async def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            try:
+                return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+            except redis_errors.NoScriptError:
+                await self._client.script_load(script.source)
+                return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+        except UNAVAILABLE_ERRORS as exc:
+            raise LedgerUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        except redis_errors.RedisError as exc:
+            raise ScriptError(f"{script.name}: {exc}") from exc
+
+    async def load_all(self, scripts: Iterable[Script]) -> None:
+        for script in scripts:
+            await self._client.script_load(script.source)
+
+
+def naive_client(url: str, *, cluster: bool, max_connections: int, timeout_s: float = 2.0) -> Any:
+    """A plain redis-py asyncio client (hiredis parser when installed, as for omnistock).
+
+    On a single server the pool has ``max_connections`` connections and callers wait for a free
+    one (a plain ``ConnectionPool`` would raise once more callers than connections are in
+    flight); on a cluster it is redis-py's default ``RedisCluster``, as ``open_ledger`` builds.
+    """
+    common: dict[str, Any] = dict(socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    if cluster:
+        return RedisCluster.from_url(url, **common)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=timeout_s, **common
+    )
+    return aioredis.Redis.from_pool(pool)
