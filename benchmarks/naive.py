@@ -1,9 +1,10 @@
 """The naive peer: the ledger's own scripts, one plain redis-py asyncio EVALSHA per call.
 
-``NaiveRunner`` has the interface of ``omnistock.reservations.runner.ScriptRunner`` (``call``,
-``load_all``) so a ``RedisLedger`` built on it sends exactly the same scripts with exactly the
-same keys and arguments; the only difference is the client path: no coalescing, no pipelines,
-every call waits for its own round trip on a connection of its own from the pool.
+``NaiveRunner`` has the interface of ``omnistock.reservations.runner.ScriptRunner`` (``op``,
+``call``, ``load``) so a ``RedisLedger`` built on it runs exactly the same script with exactly the
+same keys and arguments; the only difference is the client path: every operation is its own
+EVALSHA (a batch of one), no coalescing, no pipelines, each waiting for its own round trip on a
+connection of its own from the pool.
 """
 
 from __future__ import annotations
@@ -20,8 +21,16 @@ from omnistock.reservations.scripts import Script
 
 
 class NaiveRunner:
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, ledger_script: Script) -> None:
         self._client = client
+        self._ledger = ledger_script
+
+    async def op(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        batch_of_one = [1, name, len(keys), len(args), *keys, *args]
+        reply = await self.call(self._ledger, keys, batch_of_one)
+        if isinstance(reply[0], Exception):
+            raise ScriptError(f"{name}: {reply[0]}")
+        return reply[0]
 
     async def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
@@ -35,8 +44,8 @@ class NaiveRunner:
         except redis_errors.RedisError as exc:
             raise ScriptError(f"{script.name}: {exc}") from exc
 
-    async def load_all(self, scripts: Iterable[Script]) -> None:
-        for script in scripts:
+    async def load(self, scripts: Iterable[Script] | None = None) -> None:
+        for script in scripts if scripts is not None else [self._ledger]:
             await self._client.script_load(script.source)
 
 

@@ -13,8 +13,8 @@ ARM_FIGURES = (
     "p50_ms",
     "p99_ms",
     "client_cpu_usec_per_op",
-    "evalsha_usec_per_call",
-    "server_cpu_usec_per_call",
+    "evalsha_usec_per_op",
+    "server_cpu_usec_per_op",
 )
 
 
@@ -29,7 +29,7 @@ def test_quick_benchmark_reports_every_arm_and_leaves_no_stock_reserved(tmp_path
     [single] = report["targets"]
     assert single["target"] == "single"
     assert single["appendfsync"] == "always"
-    assert set(single["arms"]) == {"omnistock", "ceiling", "naive"}
+    assert set(single["arms"]) == {"omnistock", "ceiling", "ceiling_batched", "naive"}
     for arm in single["arms"].values():
         for figure in ARM_FIGURES:
             assert arm[figure] > 0, figure
@@ -40,8 +40,9 @@ def test_quick_benchmark_reports_every_arm_and_leaves_no_stock_reserved(tmp_path
         assert only_round["reserved_left"] == 0
     assert single["ratios"]["omnistock_vs_naive"] > 0
     assert single["ratios"]["omnistock_vs_ceiling"] > 0
+    assert single["ratios"]["omnistock_vs_ceiling_batched"] > 0
     fresh = single["reserve_only"]
     assert fresh["reserves"] > 0
-    assert fresh["reserve_evalsha_usec_per_call"] > 0
-    assert fresh["release_evalsha_usec_per_call"] > 0
+    assert fresh["reserve_evalsha_usec_per_op"] > 0
+    assert fresh["release_evalsha_usec_per_op"] > 0
     assert "| single | omnistock |" in (tmp_path / "ledger.md").read_text()

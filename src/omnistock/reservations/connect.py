@@ -11,7 +11,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from omnistock.reservations.redis_ledger import RedisLedger
 from omnistock.reservations.runner import ScriptRunner
-from omnistock.reservations.scripts import ScriptSettings, load_scripts
+from omnistock.reservations.scripts import ScriptSettings, build_ledger_script
 from omnistock.reservations.transport import (
     FastConnection,
     FastUnixConnection,
@@ -75,6 +75,7 @@ async def open_ledger(
     timeout_s: float = 2.0,
     script_settings: ScriptSettings | None = None,
     max_in_flight: int = 4,
+    max_batch: int = 32,
 ) -> LedgerConnection:
     common = dict(socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     if cluster:
@@ -91,13 +92,17 @@ async def open_ledger(
         )
     try:
         wait_aof = await _wait_aof_needed(client, durability, cluster)
-        scripts = load_scripts(script_settings)
         runner = ScriptRunner(
-            client, max_in_flight=max_in_flight, wait_aof_ms=1000 if wait_aof else None
+            client,
+            build_ledger_script(script_settings),
+            cluster=cluster,
+            max_batch=max_batch,
+            max_in_flight=max_in_flight,
+            wait_aof_ms=1000 if wait_aof else None,
         )
-        await runner.load_all(scripts.values())
+        await runner.load()
     except BaseException:
         await client.aclose()
         raise
-    ledger = RedisLedger(runner, scripts, cluster=cluster, clock=clock)
+    ledger = RedisLedger(runner, cluster=cluster, clock=clock)
     return LedgerConnection(ledger, client, runner)

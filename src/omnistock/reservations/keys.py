@@ -10,7 +10,6 @@ rebuild of the ledger.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import zlib
 
@@ -36,9 +35,8 @@ def reservation_id(op_id: str, home: int, *, single: bool) -> str:
     The id names its home partition, where its record lives, and whether it has parts in other
     partitions (``r`` one part, ``m`` several), so commit and release need no extra look-up.
     """
-    digest = hashlib.blake2b(op_id.encode(), digest_size=15).digest()
-    kind = "r" if single else "m"
-    return f"{kind}{home}-{base64.b32encode(digest).decode().lower()}"
+    digest = hashlib.blake2b(op_id.encode(), digest_size=12).hexdigest()
+    return f"{'r' if single else 'm'}{home}-{digest}"
 
 
 def is_multi_part(reservation_id: str) -> bool:

@@ -19,7 +19,6 @@ from omnistock.domain.reservation import Reservation
 from omnistock.domain.stock import Adjustment, Line, Position, merge_lines
 from omnistock.reservations import codec, keys
 from omnistock.reservations.runner import LedgerUnavailable, ScriptRunner
-from omnistock.reservations.scripts import Script
 from omnistock.reservations.validation import (
     check_adjustments,
     check_lines,
@@ -42,7 +41,6 @@ class RedisLedger:
     def __init__(
         self,
         runner: ScriptRunner,
-        scripts: dict[str, Script],
         *,
         cluster: bool,
         clock: Callable[[], int] | None = None,
@@ -51,7 +49,6 @@ class RedisLedger:
     ) -> None:
         """``clock`` (milliseconds) replaces the server's TIME; tests use it to move time."""
         self._runner = runner
-        self._scripts = scripts
         self.cluster = cluster
         self._clock = clock
         self._pin_grace_ms = pin_grace_ms
@@ -66,7 +63,7 @@ class RedisLedger:
         """Runs a script, retrying when the reply was lost: every script is idempotent."""
         for attempt in range(self._attempts):
             try:
-                return await self._runner.call(self._scripts[name], keys_, args)
+                return await self._runner.op(name, keys_, args)
             except LedgerUnavailable:
                 if attempt == self._attempts - 1:
                     raise

@@ -1,10 +1,13 @@
-"""Runs Lua scripts, coalescing concurrent calls into pipelines.
+"""Runs ledger operations, coalescing concurrent calls into batches and pipelines.
 
 The Python client, not the server, is where time goes: one EVALSHA per round trip costs a full
-request/response cycle in redis-py, while a pipeline of 32 costs little more than one. Callers
-enqueue their call and await a future; up to ``max_in_flight`` drain tasks each take everything
-queued so far (up to ``max_batch``) and send it as one pipeline, so under load many concurrent
-requests share a few round trips and when idle a call goes out at once.
+request/response cycle in redis-py, and each script call pays the server a fixed price (the
+prelude, the clock, an expiry sweep). Callers enqueue their operation and await a future; up to
+``max_in_flight`` drain tasks each take what is queued (up to ``max_batch``), group it by shard
+(one group on a single server, one per partition on a cluster, so each script stays in one
+slot) and send every group as one call of the ledger script, all in one pipeline. Under load,
+many concurrent requests share a few round trips and script calls; when idle a call goes out at
+once. Several batches in flight let the client prepare one while the server runs another.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,8 +46,9 @@ class ScriptError(Exception):
 
 
 @dataclass(slots=True)
-class _Call:
-    script: Script
+class _Item:
+    name: str  # an operation of the ledger script, or "" for a plain script call
+    script: Script | None
     keys: Sequence[str]
     args: Sequence[Any]
     future: asyncio.Future
@@ -54,103 +58,141 @@ class ScriptRunner:
     def __init__(
         self,
         client: Any,
+        ledger_script: Script,
         *,
-        max_batch: int = 256,
+        cluster: bool,
+        max_batch: int = 32,
         max_in_flight: int = 4,
         wait_aof_ms: int | None = None,
     ) -> None:
-        """``wait_aof_ms`` set means every batch that ran a script ends with WAITAOF 1 0, so the
-        batch is acknowledged only once the server has it on disk (strict durability on a server
-        not configured with appendfsync always)."""
+        """``wait_aof_ms`` set means every pipeline ends with WAITAOF 1 0, so a batch is
+        acknowledged only once the server has it on disk (strict durability on a server not
+        configured with appendfsync always)."""
         self._client = client
+        self._ledger = ledger_script
+        self._cluster = cluster
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
         self._wait_aof_ms = wait_aof_ms
-        self._pending: collections.deque[_Call] = collections.deque()
+        self._pending: collections.deque[_Item] = collections.deque()
         self._in_flight = 0
-        self._loaded: set[str] = set()
+
+    async def op(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Runs one operation of the ledger script; ``keys`` are its partition tags."""
+        return await self._enqueue(_Item(name, None, keys, args, self._future()))
 
     async def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        future = asyncio.get_running_loop().create_future()
-        self._pending.append(_Call(script, keys, args, future))
+        """Runs any other script, one EVALSHA, through the same pipelines."""
+        return await self._enqueue(_Item("", script, keys, args, self._future()))
+
+    @staticmethod
+    def _future() -> asyncio.Future:
+        return asyncio.get_running_loop().create_future()
+
+    async def _enqueue(self, item: _Item) -> Any:
+        self._pending.append(item)
         if self._in_flight < self._max_in_flight:
             self._in_flight += 1
             asyncio.get_running_loop().create_task(self._drain())
-        return await future
+        return await item.future
 
     async def _drain(self) -> None:
         try:
             # One pass of the event loop lets callers woken in the same tick join this batch.
             await asyncio.sleep(0)
             while self._pending:
-                batch = [
-                    self._pending.popleft() for _ in range(min(self._max_batch, len(self._pending)))
-                ]
-                await self._execute(batch)
+                take = min(self._max_batch, len(self._pending))
+                await self._execute([self._pending.popleft() for _ in range(take)])
         finally:
             self._in_flight -= 1
 
-    async def _execute(self, batch: list[_Call]) -> None:
+    # -- one round trip ---------------------------------------------------------------------------
+
+    def _commands(self, items: list[_Item]) -> list[tuple[tuple[Any, ...], list[_Item]]]:
+        """One EVALSHA per plain call, and one per shard group of ledger operations."""
+        commands: list[tuple[tuple[Any, ...], list[_Item]]] = []
+        groups: dict[str, list[_Item]] = {}
+        for item in items:
+            if item.script is not None:
+                command = ("EVALSHA", item.script.sha, len(item.keys), *item.keys, *item.args)
+                commands.append((command, [item]))
+            else:
+                groups.setdefault(item.keys[0] if self._cluster else "", []).append(item)
+        for group in groups.values():
+            tags = list(dict.fromkeys(tag for item in group for tag in item.keys))
+            argv: list[Any] = [len(group)]
+            for item in group:
+                argv += (item.name, len(item.keys), len(item.args), *item.keys, *item.args)
+            commands.append((("EVALSHA", self._ledger.sha, len(tags), *tags, *argv), group))
+        return commands
+
+    async def _execute(self, items: list[_Item]) -> None:
+        commands = self._commands(items)
         try:
-            results = await self._send(batch)
+            replies = await self._send([command for command, _ in commands])
+            missing = [
+                i for i, r in enumerate(replies) if isinstance(r, redis_errors.NoScriptError)
+            ]
+            if missing:
+                await self.load(self._scripts_of(commands[i][1] for i in missing))
+                again = await self._send([commands[i][0] for i in missing])
+                for i, reply in zip(missing, again, strict=True):
+                    replies[i] = reply
         except UNAVAILABLE_ERRORS as exc:
-            self._fail_all(batch, LedgerUnavailable(f"{type(exc).__name__}: {exc}"))
+            self._fail(items, LedgerUnavailable(f"{type(exc).__name__}: {exc}"))
             return
         except Exception as exc:  # a bug or protocol error must not strand the callers
             log.exception("pipeline failed")
-            self._fail_all(batch, ScriptError(str(exc)))
+            self._fail(items, ScriptError(str(exc)))
             return
-
-        missing = [
-            call
-            for call, res in zip(batch, results, strict=False)
-            if isinstance(res, redis_errors.NoScriptError)
-        ]
-        if missing:
-            try:
-                await self._load({call.script.name: call.script for call in missing}.values())
-                retried = await self._send(missing)
-            except UNAVAILABLE_ERRORS as exc:
-                self._fail_all(missing, LedgerUnavailable(f"{type(exc).__name__}: {exc}"))
-                retried = []
-            retried_results = dict(zip((id(c) for c in missing), retried, strict=False))
-        else:
-            retried_results = {}
-
-        for call, result in zip(batch, results, strict=False):
-            if call.future.done():
-                continue
-            result = retried_results.get(id(call), result)
-            if isinstance(result, UNAVAILABLE_ERRORS):
-                call.future.set_exception(LedgerUnavailable(str(result)))
-            elif isinstance(result, Exception):
-                call.future.set_exception(ScriptError(f"{call.script.name}: {result}"))
+        for (_, group), reply in zip(commands, replies, strict=True):
+            if group[0].script is not None:
+                _settle(group[0], reply)
+            elif isinstance(reply, Exception):
+                for item in group:
+                    _settle(item, reply)
             else:
-                call.future.set_result(result)
+                for item, result in zip(group, reply, strict=True):
+                    _settle(item, result)
 
-    async def _send(self, batch: list[_Call]) -> list[Any]:
+    def _scripts_of(self, groups: Iterable[list[_Item]]) -> list[Script]:
+        found = {self._ledger.sha: self._ledger}
+        for group in groups:
+            for item in group:
+                if item.script is not None:
+                    found[item.script.sha] = item.script
+        return list(found.values())
+
+    async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
-        for call in batch:
-            pipe.execute_command("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
+        for command in commands:
+            pipe.execute_command(*command)
         if self._wait_aof_ms is not None:
             pipe.execute_command("WAITAOF", 1, 0, self._wait_aof_ms)
-        results = await pipe.execute(raise_on_error=False)
+        replies = await pipe.execute(raise_on_error=False)
         if self._wait_aof_ms is not None:
-            fsynced = results.pop()
+            fsynced = replies.pop()
             if isinstance(fsynced, Exception) or int(fsynced[0]) < 1:
                 raise redis_errors.TimeoutError(f"WAITAOF did not confirm the write: {fsynced}")
-        return results
+        return replies
 
-    async def _load(self, scripts: Any) -> None:
-        for script in scripts:
+    async def load(self, scripts: Iterable[Script] | None = None) -> None:
+        for script in scripts if scripts is not None else [self._ledger]:
             await self._client.script_load(script.source)
-            self._loaded.add(script.sha)
-
-    async def load_all(self, scripts: Any) -> None:
-        await self._load(scripts)
 
     @staticmethod
-    def _fail_all(batch: list[_Call], exc: Exception) -> None:
-        for call in batch:
-            if not call.future.done():
-                call.future.set_exception(exc)
+    def _fail(items: list[_Item], exc: Exception) -> None:
+        for item in items:
+            if not item.future.done():
+                item.future.set_exception(exc)
+
+
+def _settle(item: _Item, result: Any) -> None:
+    if item.future.done():
+        return
+    if isinstance(result, UNAVAILABLE_ERRORS):
+        item.future.set_exception(LedgerUnavailable(str(result)))
+    elif isinstance(result, Exception):
+        item.future.set_exception(ScriptError(f"{item.name or 'script'}: {result}"))
+    else:
+        item.future.set_result(result)

@@ -1,4 +1,5 @@
-"""Loads the Lua scripts: one file per operation, each prefixed by the shared prelude."""
+"""Builds the ledger script: the shared prelude, one function per operation file, and the batch
+runner that executes many operations in one call."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ from importlib import resources
 
 from omnistock.reservations.keys import NAMESPACE
 
-READ_ONLY = frozenset({"position", "availability", "reservation"})
-"""Scripts that change nothing but expiry; strict durability still waits for them when they do."""
-
 
 @dataclass(frozen=True, slots=True)
 class Script:
     name: str
     source: str
     sha: str
+
+    @classmethod
+    def from_source(cls, name: str, source: str) -> Script:
+        return cls(name, source, hashlib.sha1(source.encode()).hexdigest())
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,24 +28,32 @@ class ScriptSettings:
     stream_maxlen: int = 100_000
 
 
-def _read(name: str) -> str:
-    return resources.files("omnistock.reservations").joinpath("lua", name).read_text()
+def _lua_dir():
+    return resources.files("omnistock.reservations").joinpath("lua")
 
 
-def load_scripts(settings: ScriptSettings | None = None) -> dict[str, Script]:
+def operation_names() -> list[str]:
+    return sorted(
+        entry.name.removesuffix(".lua")
+        for entry in _lua_dir().iterdir()
+        if entry.name.endswith(".lua") and not entry.name.startswith("_")
+    )
+
+
+def build_ledger_script(settings: ScriptSettings | None = None) -> Script:
     settings = settings or ScriptSettings()
     prelude = (
-        _read("_lib.lua")
+        _lua_dir()
+        .joinpath("_lib.lua")
+        .read_text()
         .replace("__OP_TTL_MS__", str(settings.op_ttl_ms))
         .replace("__RECORD_TTL_MS__", str(settings.record_ttl_ms))
         .replace("__STREAM_MAXLEN__", str(settings.stream_maxlen))
         .replace("__NS__", NAMESPACE)
     )
-    scripts = {}
-    for entry in resources.files("omnistock.reservations").joinpath("lua").iterdir():
-        if not entry.name.endswith(".lua") or entry.name.startswith("_"):
-            continue
-        name = entry.name.removesuffix(".lua")
-        source = prelude + "\n" + entry.read_text()
-        scripts[name] = Script(name, source, hashlib.sha1(source.encode()).hexdigest())
-    return scripts
+    parts = [prelude, "local OPS = {}"]
+    for name in operation_names():
+        body = _lua_dir().joinpath(f"{name}.lua").read_text()
+        parts.append(f"-- {name}.lua\nOPS[{name!r}] = function(KEYS, ARGV)\n{body}\nend")
+    parts.append(_lua_dir().joinpath("_batch.lua").read_text())
+    return Script.from_source("ledger", "\n".join(parts))

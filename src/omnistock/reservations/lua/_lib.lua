@@ -1,10 +1,12 @@
--- Shared prelude, prepended to every operation script when it is loaded.
--- KEYS holds partition tags such as "{os.17}"; KEYS[1] is the home partition, where operation
--- ids, reservation records and deadlines live. Every other key a script touches starts with one
--- of these tags, so a script stays inside one cluster slot whenever it is given a single tag.
+-- Shared prelude of the ledger script. Each operation (one file each) becomes a function that
+-- runs with its own KEYS and ARGV; _batch.lua runs a batch of operations in one script call.
+-- An operation's KEYS hold partition tags such as "{os.17}"; KEYS[1] is its home partition,
+-- where operation ids, reservation records and deadlines live. Every key an operation touches
+-- starts with one of its tags, so a batch given a single tag stays inside one cluster slot.
 -- Placeholders __NAME__ are filled in by omnistock.reservations.scripts before loading.
 
-local HOME = KEYS[1]
+-- Set by the batch runner before each operation.
+local HOME, HOME_P, OPKEYS
 local OP_TTL_MS = __OP_TTL_MS__
 local RECORD_TTL_MS = __RECORD_TTL_MS__
 local STREAM_MAXLEN = __STREAM_MAXLEN__
@@ -13,12 +15,17 @@ local function tag_of(partition)
   return '{__NS__.' .. partition .. '}'
 end
 
+-- The server's time, read once per batch, unless a caller (tests) passes its own.
+local server_now
 local function clock(override)
   if override ~= nil and override ~= '' then
     return tonumber(override)
   end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if not server_now then
+    local t = redis.call('TIME')
+    server_now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return server_now
 end
 
 local function stock_key(tag, sku)
@@ -73,7 +80,6 @@ end
 -- commit in progress), c(ommitted), r(eleased), x (expired), f(ailed: res holds the refusal).
 -- Its deadline is registered in every partition holding one of its lines, as
 -- "<record partition>/<id>", so a script on any of those partitions expires it in time.
-local HOME_P = tonumber(string.match(HOME, '%.(%d+)}$'))
 
 local function record_key(id, rp)
   return tag_of(rp or HOME_P) .. ':r:' .. id
@@ -128,19 +134,25 @@ end
 
 -- Expiry is data: before anything else, every script releases what is due in the partitions it
 -- touches, so availability is exact at the moment of expiry whether or not a sweeper runs.
-local function expire_due(now)
+-- A partition swept at a given time needs no second sweep in the same batch, unless a caller
+-- has just put back a deadline that may have passed (force).
+local swept_at = {}
+local function expire_due(now, force)
   local expired = 0
-  for _, tag in ipairs(KEYS) do
-    local due = redis.call('ZRANGEBYSCORE', tag .. ':exp', '-inf', now)
-    for _, member in ipairs(due) do
-      local rp, id = string.match(member, '^(%d+)/(.+)$')
-      rp = tonumber(rp)
-      local r = read_record(id, rp)
-      if r and r.st == 'a' then
-        release_record(id, rp, r, 'x', 'expire', 'expire:' .. id, now)
-        expired = expired + 1
-      else
-        redis.call('ZREM', tag .. ':exp', member)
+  for _, tag in ipairs(OPKEYS) do
+    if force or swept_at[tag] ~= now then
+      swept_at[tag] = now
+      local due = redis.call('ZRANGEBYSCORE', tag .. ':exp', '-inf', now)
+      for _, member in ipairs(due) do
+        local rp, id = string.match(member, '^(%d+)/(.+)$')
+        rp = tonumber(rp)
+        local r = read_record(id, rp)
+        if r and r.st == 'a' then
+          release_record(id, rp, r, 'x', 'expire', 'expire:' .. id, now)
+          expired = expired + 1
+        else
+          redis.call('ZREM', tag .. ':exp', member)
+        end
       end
     end
   end

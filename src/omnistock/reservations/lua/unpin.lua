@@ -9,7 +9,7 @@ if r.st == 'p' then
   write_record(id, HOME_P, r, math.max(r.exp - now, 0) + RECORD_TTL_MS)
   redis.call('ZREM', HOME .. ':pin', id)
   deadline_add(id, HOME_P, r.ln, r.exp)
-  expire_due(now)
+  expire_due(now, true)
   r = read_record(id)
 end
 return view(r)

@@ -1,0 +1,28 @@
+-- Runs a batch of operations in one script call, so the prelude, the clock and the expiry sweep
+-- of a partition are paid once per batch instead of once per operation. Each operation is
+-- atomic on its own and isolated from the others: one that fails returns an error in its own
+-- place and the others go on.
+-- ARGV: count, then per operation: name, number of keys, number of args, keys..., args...
+local out, partition_of_tag = {}, {}
+local i = 2
+for n = 1, tonumber(ARGV[1]) do
+  local name, nk, na = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local keys = { unpack(ARGV, i + 3, i + 2 + nk) }
+  local args = na > 0 and { unpack(ARGV, i + 3 + nk, i + 2 + nk + na) } or {}
+  i = i + 3 + nk + na
+  OPKEYS, HOME = keys, keys[1]
+  HOME_P = partition_of_tag[HOME]
+  if not HOME_P then
+    HOME_P = tonumber(string.match(HOME, '%.(%d+)}$'))
+    partition_of_tag[HOME] = HOME_P
+  end
+  local ok, result = pcall(OPS[name], keys, args)
+  if ok then
+    out[n] = result
+  elseif type(result) == 'table' and result.err then
+    out[n] = { err = result.err }
+  else
+    out[n] = { err = 'ERR ' .. name .. ': ' .. tostring(result) }
+  end
+end
+return out
