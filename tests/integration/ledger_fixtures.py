@@ -27,6 +27,7 @@ import pytest
 from omnistock.domain.stock import Adjustment, Position, Reason
 from omnistock.reservations import keys
 from omnistock.reservations.connect import LedgerConnection, open_ledger
+from omnistock.reservations.events import LedgerEvent, parse_event
 from omnistock.reservations.redis_ledger import RedisLedger
 
 DAY_MS = 24 * 3600 * 1000
@@ -131,10 +132,10 @@ class Harness:
         wanted = set(skus)
         out = []
         for p, mark in marks.items():
-            for _, fields in await self.client.xrange(keys.stream_key(p), min=f"({mark}"):
-                event = {_text(k): _text(v) for k, v in fields.items()}
-                if event["s"] in wanted:
-                    out.append(event)
+            for event_id, fields in await self.client.xrange(keys.stream_key(p), min=f"({mark}"):
+                e = parse_event(event_id, fields)
+                if e.sku in wanted:
+                    out.append(_as_fields(e))
         return out
 
     def evalsha_calls(self) -> int:
@@ -145,6 +146,28 @@ class Harness:
                 stats = direct.info("commandstats")
             total += int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
         return total
+
+
+def _as_fields(e: LedgerEvent) -> dict[str, str]:
+    """An event as flat text fields, the vocabulary of these tests."""
+    return {
+        "op": e.op_id,
+        "k": e.kind,
+        "n": e.node_id,
+        "s": e.sku,
+        "ref": e.ref,
+        "t": str(e.at_ms),
+        "doh": str(e.d_on_hand),
+        "drs": str(e.d_reserved),
+        "dhd": str(e.d_held),
+        "dib": str(e.d_inbound),
+        "oh": str(e.on_hand),
+        "rs": str(e.reserved),
+        "hd": str(e.held),
+        "ss": str(e.safety_stock),
+        "ib": str(e.inbound),
+        "v": str(e.version),
+    }
 
 
 def _text(value: Any) -> str:

@@ -66,10 +66,13 @@ local function apply(tag, node, sku, p, d, kind, op, ref, now)
   if n.ss ~= p.ss then fields[#fields + 1] = node .. '|ss'; fields[#fields + 1] = n.ss end
   if n.ib ~= p.ib then fields[#fields + 1] = node .. '|ib'; fields[#fields + 1] = n.ib end
   redis.call('HSET', stock_key(tag, sku), unpack(fields))
+  -- Deltas (on_hand, reserved, held, inbound) and resulting quantities (on_hand, reserved,
+  -- held, safety_stock, inbound, version) go packed in two fields: a stream entry costs the
+  -- server per field, and this is on every write. omnistock.reservations.events reads them.
   redis.call('XADD', tag .. ':ev', 'MAXLEN', '~', STREAM_MAXLEN, '*',
     'op', op, 'k', kind, 'n', node, 's', sku,
-    'doh', d.oh or 0, 'drs', d.rs or 0, 'dhd', d.hd or 0, 'dib', d.ib or 0,
-    'oh', n.oh, 'rs', n.rs, 'hd', n.hd, 'ss', n.ss, 'ib', n.ib, 'v', n.v,
+    'd', (d.oh or 0) .. ' ' .. (d.rs or 0) .. ' ' .. (d.hd or 0) .. ' ' .. (d.ib or 0),
+    'q', n.oh .. ' ' .. n.rs .. ' ' .. n.hd .. ' ' .. n.ss .. ' ' .. n.ib .. ' ' .. n.v,
     'ref', ref or '', 't', now)
   return n
 end
