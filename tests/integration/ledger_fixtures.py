@@ -27,7 +27,7 @@ import pytest
 from omnistock.domain.stock import Adjustment, Position, Reason
 from omnistock.reservations import keys
 from omnistock.reservations.connect import LedgerConnection, open_ledger
-from omnistock.reservations.events import LedgerEvent, parse_event
+from omnistock.reservations.events import LedgerEvent, parse_entry
 from omnistock.reservations.redis_ledger import RedisLedger
 
 DAY_MS = 24 * 3600 * 1000
@@ -133,9 +133,9 @@ class Harness:
         out = []
         for p, mark in marks.items():
             for event_id, fields in await self.client.xrange(keys.stream_key(p), min=f"({mark}"):
-                e = parse_event(event_id, fields)
-                if e.sku in wanted:
-                    out.append(_as_fields(e))
+                for e in parse_entry(event_id, fields):
+                    if e.sku in wanted:
+                        out.append(_as_fields(e))
         return out
 
     def evalsha_calls(self) -> int:

@@ -3,8 +3,9 @@
 One event per line changed: the operation id, its kind (``set``, ``receipt``, ``sale``,
 ``return``, ``damage``, ``count``, ``reserve``, ``commit``, ``release``, ``expire``), the position,
 the deltas it applied, the quantities it left, a reference (reservation id, adjustment ref) and
-the time in milliseconds. Deltas and quantities travel packed in two fields, ``d`` and ``q``,
-because the server pays for every field of every entry on the hot path.
+the time in milliseconds. A script call appends one stream entry per partition it changed; the
+entry's field ``e`` holds its events, one per line, values separated by tabs, because the server
+pays per stream entry and this is on every write. An event's id is its entry's id and its index.
 """
 
 from __future__ import annotations
@@ -38,26 +39,33 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def parse_event(event_id: Any, fields: dict[Any, Any]) -> LedgerEvent:
-    f = {_text(k): _text(v) for k, v in fields.items()}
-    d_oh, d_rs, d_hd, d_ib = (int(x) for x in f["d"].split())
-    oh, rs, hd, ss, ib, v = (int(x) for x in f["q"].split())
-    return LedgerEvent(
-        _text(event_id),
-        f["op"],
-        f["k"],
-        f["n"],
-        f["s"],
-        d_oh,
-        d_rs,
-        d_hd,
-        d_ib,
-        oh,
-        rs,
-        hd,
-        ss,
-        ib,
-        v,
-        f.get("ref", ""),
-        int(f["t"]),
-    )
+def parse_entry(entry_id: Any, fields: dict[Any, Any]) -> list[LedgerEvent]:
+    """The events of one stream entry, in the order they happened."""
+    entry = _text(entry_id)
+    raw = fields.get(b"e", fields.get("e", b""))
+    events = []
+    for i, line in enumerate(_text(raw).split("\n")):
+        op, kind, node, sku, *numbers, ref, at = line.split("\t")
+        d_oh, d_rs, d_hd, d_ib, oh, rs, hd, ss, ib, v = (int(x) for x in numbers)
+        events.append(
+            LedgerEvent(
+                f"{entry}/{i}",
+                op,
+                kind,
+                node,
+                sku,
+                d_oh,
+                d_rs,
+                d_hd,
+                d_ib,
+                oh,
+                rs,
+                hd,
+                ss,
+                ib,
+                v,
+                ref,
+                int(at),
+            )
+        )
+    return events

@@ -51,7 +51,10 @@ def build_ledger_script(settings: ScriptSettings | None = None) -> Script:
         .replace("__STREAM_MAXLEN__", str(settings.stream_maxlen))
         .replace("__NS__", NAMESPACE)
     )
-    parts = [prelude, "local OPS = {}"]
+    # The shebang makes the server refuse the whole call up front when it is out of memory,
+    # instead of failing part-way through a batch, and on a cluster keeps every call to the
+    # slot of its declared keys.
+    parts = ["#!lua", prelude, "local OPS = {}"]
     for name in operation_names():
         body = _lua_dir().joinpath(f"{name}.lua").read_text()
         parts.append(f"-- {name}.lua\nOPS[{name!r}] = function(KEYS, ARGV)\n{body}\nend")

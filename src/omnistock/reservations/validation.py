@@ -13,9 +13,14 @@ MAX_OP_ID = 512
 MAX_LINES = 1000
 
 
+def _printable(value: str) -> bool:
+    """No control characters: events are stored as tab-separated lines."""
+    return not any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+
+
 def check_op(op_id: str) -> None:
-    if not isinstance(op_id, str) or not 0 < len(op_id) <= MAX_OP_ID:
-        raise InvalidInput("op_id", f"must be 1 to {MAX_OP_ID} characters")
+    if not isinstance(op_id, str) or not 0 < len(op_id) <= MAX_OP_ID or not _printable(op_id):
+        raise InvalidInput("op_id", f"must be 1 to {MAX_OP_ID} printable characters")
 
 
 def check_id(field: str, value: str) -> None:
@@ -66,5 +71,7 @@ def check_adjustments(op_id: str, adjustments: Sequence[Adjustment]) -> None:
             raise InvalidInput(f"adjustments[{i}].delta", f"a non-zero integer within ±{MAX_QTY}")
         if not isinstance(a.reason, Reason):
             raise InvalidInput(f"adjustments[{i}].reason", "one of " + ", ".join(Reason))
-        if a.ref is not None and not (isinstance(a.ref, str) and 0 < len(a.ref) <= 128):
-            raise InvalidInput(f"adjustments[{i}].ref", "1 to 128 characters")
+        if a.ref is not None and not (
+            isinstance(a.ref, str) and 0 < len(a.ref) <= 128 and _printable(a.ref)
+        ):
+            raise InvalidInput(f"adjustments[{i}].ref", "1 to 128 printable characters")

@@ -25,4 +25,5 @@ for n = 1, tonumber(ARGV[1]) do
     out[n] = { err = 'ERR ' .. name .. ': ' .. tostring(result) }
   end
 end
+flush_events()
 return out

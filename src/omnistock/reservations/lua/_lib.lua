@@ -52,28 +52,51 @@ local function pos_list(p)
   return { p.oh, p.rs, p.hd, p.ss, p.ib, p.v }
 end
 
--- Applies deltas to a position read earlier in the same script, bumps its version, appends the
--- event to the partition's stream and returns the new position. Only changed fields are written.
-local function apply(tag, node, sku, p, d, kind, op, ref, now)
+-- Events are collected per partition and appended by flush_events at the end of the batch,
+-- one stream entry per partition and batch: the server pays per entry, and this is on every
+-- write. An entry's field "e" holds one event per line, its values separated by tabs: op, kind,
+-- node, sku, the deltas of on_hand, reserved, held and inbound, the resulting on_hand, reserved,
+-- held, safety_stock, inbound and version, the reference and the time in milliseconds.
+-- omnistock.reservations.events reads them.
+local pending_events, pending_tags = {}, {}
+
+local function emit(tag, event)
+  local list = pending_events[tag]
+  if not list then
+    list = {}
+    pending_events[tag] = list
+    pending_tags[#pending_tags + 1] = tag
+  end
+  list[#list + 1] = event
+end
+
+local function flush_events()
+  for _, tag in ipairs(pending_tags) do
+    redis.call('XADD', tag .. ':ev', 'MAXLEN', '~', STREAM_MAXLEN, '*',
+      'e', table.concat(pending_events[tag], '\n'))
+  end
+  pending_events, pending_tags = {}, {}
+end
+
+-- Applies deltas to a position read earlier in the same operation, bumps its version, records
+-- the event and returns the new position. Only changed fields are written.
+local function apply(tag, node, sku, p, doh, drs, dhd, dib, ss_new, kind, op, ref, now)
   local n = {
-    oh = p.oh + (d.oh or 0), rs = p.rs + (d.rs or 0), hd = p.hd + (d.hd or 0),
-    ss = d.ss_set or p.ss, ib = p.ib + (d.ib or 0), v = p.v + 1,
+    oh = p.oh + doh, rs = p.rs + drs, hd = p.hd + dhd, ss = ss_new or p.ss, ib = p.ib + dib,
+    v = p.v + 1,
   }
-  local fields = { node .. '|v', n.v }
-  if n.oh ~= p.oh then fields[#fields + 1] = node .. '|oh'; fields[#fields + 1] = n.oh end
-  if n.rs ~= p.rs then fields[#fields + 1] = node .. '|rs'; fields[#fields + 1] = n.rs end
-  if n.hd ~= p.hd then fields[#fields + 1] = node .. '|hd'; fields[#fields + 1] = n.hd end
-  if n.ss ~= p.ss then fields[#fields + 1] = node .. '|ss'; fields[#fields + 1] = n.ss end
-  if n.ib ~= p.ib then fields[#fields + 1] = node .. '|ib'; fields[#fields + 1] = n.ib end
-  redis.call('HSET', stock_key(tag, sku), unpack(fields))
-  -- Deltas (on_hand, reserved, held, inbound) and resulting quantities (on_hand, reserved,
-  -- held, safety_stock, inbound, version) go packed in two fields: a stream entry costs the
-  -- server per field, and this is on every write. omnistock.reservations.events reads them.
-  redis.call('XADD', tag .. ':ev', 'MAXLEN', '~', STREAM_MAXLEN, '*',
-    'op', op, 'k', kind, 'n', node, 's', sku,
-    'd', (d.oh or 0) .. ' ' .. (d.rs or 0) .. ' ' .. (d.hd or 0) .. ' ' .. (d.ib or 0),
-    'q', n.oh .. ' ' .. n.rs .. ' ' .. n.hd .. ' ' .. n.ss .. ' ' .. n.ib .. ' ' .. n.v,
-    'ref', ref or '', 't', now)
+  local key = stock_key(tag, sku)
+  if doh == 0 and dhd == 0 and dib == 0 and n.ss == p.ss then
+    redis.call('HSET', key, node .. '|rs', n.rs, node .. '|v', n.v)
+  elseif drs == 0 and dhd == 0 and dib == 0 and n.ss == p.ss then
+    redis.call('HSET', key, node .. '|oh', n.oh, node .. '|v', n.v)
+  else
+    redis.call('HSET', key, node .. '|oh', n.oh, node .. '|rs', n.rs, node .. '|hd', n.hd,
+      node .. '|ss', n.ss, node .. '|ib', n.ib, node .. '|v', n.v)
+  end
+  emit(tag, op .. '\t' .. kind .. '\t' .. node .. '\t' .. sku .. '\t' .. doh .. '\t' .. drs
+    .. '\t' .. dhd .. '\t' .. dib .. '\t' .. n.oh .. '\t' .. n.rs .. '\t' .. n.hd .. '\t' .. n.ss
+    .. '\t' .. n.ib .. '\t' .. n.v .. '\t' .. (ref or '') .. '\t' .. now)
   return n
 end
 
@@ -94,8 +117,14 @@ local function read_record(id, rp)
   return cjson.decode(raw)
 end
 
+-- Without ttl_ms the record keeps no time to live: an active record always has a deadline, so
+-- it is certain to be given one when it ends (committed, released or expired).
 local function write_record(id, rp, r, ttl_ms)
-  redis.call('SET', record_key(id, rp), cjson.encode(r), 'PX', ttl_ms)
+  if ttl_ms then
+    redis.call('SET', record_key(id, rp), cjson.encode(r), 'PX', ttl_ms)
+  else
+    redis.call('SET', record_key(id, rp), cjson.encode(r))
+  end
 end
 
 local function line_partitions(lines)
@@ -110,12 +139,20 @@ local function line_partitions(lines)
 end
 
 local function deadline_add(id, rp, lines, exp)
+  if #lines == 1 then
+    redis.call('ZADD', tag_of(lines[1][1]) .. ':exp', exp, rp .. '/' .. id)
+    return
+  end
   for _, p in ipairs(line_partitions(lines)) do
     redis.call('ZADD', tag_of(p) .. ':exp', exp, rp .. '/' .. id)
   end
 end
 
 local function deadline_remove(id, rp, lines)
+  if #lines == 1 then
+    redis.call('ZREM', tag_of(lines[1][1]) .. ':exp', rp .. '/' .. id)
+    return
+  end
   for _, p in ipairs(line_partitions(lines)) do
     redis.call('ZREM', tag_of(p) .. ':exp', rp .. '/' .. id)
   end
@@ -126,7 +163,7 @@ local function release_record(id, rp, r, status, kind, op, now)
   for _, l in ipairs(r.ln) do
     local tag = tag_of(l[1])
     local p = read_pos(tag, l[2], l[3])
-    apply(tag, l[2], l[3], p, { rs = -l[4] }, kind, op, id, now)
+    apply(tag, l[2], l[3], p, 0, -l[4], 0, 0, nil, kind, op, id, now)
   end
   r.st = status
   r['end'] = now

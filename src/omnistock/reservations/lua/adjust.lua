@@ -33,7 +33,7 @@ for _, l in ipairs(lines) do
   local tag = tag_of(l[1])
   local p = final[l[7]] or read_pos(tag, l[2], l[3])
   if not final[l[7]] then order[#order + 1] = l[7] end
-  final[l[7]] = apply(tag, l[2], l[3], p, { oh = l[4] }, l[5], op, l[6], now)
+  final[l[7]] = apply(tag, l[2], l[3], p, l[4], 0, 0, 0, nil, l[5], op, l[6], now)
 end
 local out = {}
 for _, key in ipairs(order) do

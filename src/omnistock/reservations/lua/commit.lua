@@ -14,7 +14,7 @@ end
 for _, l in ipairs(r.ln) do
   local tag = tag_of(l[1])
   local p = read_pos(tag, l[2], l[3])
-  apply(tag, l[2], l[3], p, { oh = -l[4], rs = -l[4] }, 'commit', op, id, now)
+  apply(tag, l[2], l[3], p, -l[4], -l[4], 0, 0, nil, 'commit', op, id, now)
 end
 if r.st == 'p' then
   redis.call('ZREM', HOME .. ':pin', id)

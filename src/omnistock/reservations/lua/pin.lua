@@ -9,7 +9,7 @@ local r = read_record(id)
 if not r or r.st == 'f' then return cjson.encode({ err = 'missing' }) end
 if r.st == 'a' then
   r.st = 'p'
-  write_record(id, HOME_P, r, r.exp - now + RECORD_TTL_MS)
+  write_record(id, HOME_P, r)
   deadline_remove(id, HOME_P, r.ln)
   redis.call('ZADD', HOME .. ':pin', now + tonumber(ARGV[3]), id)
 end

@@ -32,7 +32,7 @@ if #short > 0 then
 end
 
 for i, l in ipairs(lines) do
-  apply(tag_of(l[1]), l[2], l[3], positions[i], { rs = l[4] }, 'reserve', op, id, now)
+  apply(tag_of(l[1]), l[2], l[3], positions[i], 0, l[4], 0, 0, nil, 'reserve', op, id, now)
 end
 local exp = now + tonumber(ARGV[4])
 local r = { st = 'a', exp = exp, ct = now, ln = lines, op = op }
@@ -42,6 +42,6 @@ if ARGV[5] ~= '' then
   if ARGV[7] ~= '' then r.ref = ARGV[7] end
 end
 -- An active record outlives its deadline so that it can still be read as expired.
-write_record(id, HOME_P, r, exp - now + RECORD_TTL_MS)
+write_record(id, HOME_P, r)
 deadline_add(id, HOME_P, lines, exp)
 return { cjson.encode({ st = 'a', exp = exp, ct = now }), 0 }

@@ -14,7 +14,7 @@ end
 if on_hand < p.rs + p.hd then
   return remember(op, cjson.encode({ err = 'below', short = { { node, sku, p.rs + p.hd, on_hand } } }))
 end
-local d = { oh = on_hand - p.oh }
-if ARGV[7] ~= '' then d.ss_set = tonumber(ARGV[7]) end
-local n = apply(tag, node, sku, p, d, 'set', op, 'count', now)
+local ss = nil
+if ARGV[7] ~= '' then ss = tonumber(ARGV[7]) end
+local n = apply(tag, node, sku, p, on_hand - p.oh, 0, 0, 0, ss, 'set', op, 'count', now)
 return remember(op, cjson.encode({ pos = pos_list(n) }))

@@ -6,7 +6,7 @@ local r = read_record(id)
 if not r or r.st == 'f' then return cjson.encode({ err = 'missing' }) end
 if r.st == 'p' then
   r.st = 'a'
-  write_record(id, HOME_P, r, math.max(r.exp - now, 0) + RECORD_TTL_MS)
+  write_record(id, HOME_P, r)
   redis.call('ZREM', HOME .. ':pin', id)
   deadline_add(id, HOME_P, r.ln, r.exp)
   expire_due(now, true)
