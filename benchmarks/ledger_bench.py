@@ -19,9 +19,9 @@ Each arm is warmed up, then measured for a fixed time; arms are interleaved in r
 rotates every round) and the median over rounds is reported, because the machine is shared.
 Server cost comes from ``INFO commandstats`` (``cmdstat_evalsha``: script execution time) and
 ``INFO cpu`` (the server process's whole CPU, network and fsync included) deltas over
-each measured window, summed over primaries on the cluster, and is given per operation. A separate phase on the omnistock
-ledger (same tasks, min(1 s, --seconds), fresh SKUs) does only reserves, then releases them all,
-giving the server cost of one reserve, and of one release, alone.
+each measured window, summed over primaries on the cluster, and is given per operation. A
+separate phase on the omnistock ledger (same tasks, min(1 s, --seconds), fresh SKUs) does only
+reserves, then releases them all, giving the server cost of one reserve, and of one release, alone.
 
 Correctness is checked, not assumed: after every arm and phase the units still reserved are read
 back from the server and must be 0 (exit code 1 otherwise). A call that meets LedgerUnavailable
@@ -344,7 +344,7 @@ async def bench_target(
     naive = naive_client(url, cluster=cluster, max_connections=pool_size)
     admins = [aioredis.Redis(host=host, port=port) for host, port in primaries]
     try:
-        naive_runner = NaiveRunner(naive, build_ledger_script())
+        naive_runner = NaiveRunner(naive, build_ledger_script(), cluster=cluster)
         await naive_runner.load()
         naive_ledger = RedisLedger(naive_runner, cluster=cluster)
         await conn.runner.load([CEILING])

@@ -16,18 +16,20 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.cluster import RedisCluster
 
+from omnistock.reservations import keys
 from omnistock.reservations.runner import UNAVAILABLE_ERRORS, LedgerUnavailable, ScriptError
 from omnistock.reservations.scripts import Script
 
 
 class NaiveRunner:
-    def __init__(self, client: Any, ledger_script: Script) -> None:
+    def __init__(self, client: Any, ledger_script: Script, *, cluster: bool) -> None:
         self._client = client
         self._ledger = ledger_script
+        self._one_server = "" if cluster else keys.tag(0)
 
-    async def op(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        batch_of_one = [1, name, len(keys), len(args), *keys, *args]
-        reply = await self.call(self._ledger, keys, batch_of_one)
+    async def op(self, name: str, tags: Sequence[str], args: Sequence[Any]) -> Any:
+        batch_of_one = [self._one_server, 1, name, len(tags), len(args), *tags, *args]
+        reply = await self.call(self._ledger, tags, batch_of_one)
         if isinstance(reply[0], Exception):
             raise ScriptError(f"{name}: {reply[0]}")
         return reply[0]

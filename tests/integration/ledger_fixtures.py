@@ -117,22 +117,27 @@ class Harness:
         view = await self.ledger._view(partition, rid)
         return view.get("st")
 
-    async def stream_marks(self, skus: Iterable[str]) -> dict[int, str]:
-        """The last event id of each partition stream of these SKUs, to read what follows."""
+    def stream_of(self, sku: str) -> str:
+        """The stream a SKU's events go to: its partition's on a cluster, the one stream of a
+        single server otherwise."""
+        return keys.stream_key(keys.partition_of(sku) if self.cluster else 0)
+
+    async def stream_marks(self, skus: Iterable[str]) -> dict[str, str]:
+        """The last entry id of each event stream of these SKUs, to read what follows."""
         marks = {}
-        for p in sorted({keys.partition_of(s) for s in skus}):
-            last = await self.client.xrevrange(keys.stream_key(p), count=1)
-            marks[p] = _text(last[0][0]) if last else "0-0"
+        for stream in sorted({self.stream_of(s) for s in skus}):
+            last = await self.client.xrevrange(stream, count=1)
+            marks[stream] = _text(last[0][0]) if last else "0-0"
         return marks
 
     async def events_since(
-        self, marks: dict[int, str], skus: Iterable[str]
+        self, marks: dict[str, str], skus: Iterable[str]
     ) -> list[dict[str, str]]:
-        """Events about these SKUs appended after the marks, in stream order per partition."""
+        """Events about these SKUs appended after the marks, in stream order per stream."""
         wanted = set(skus)
         out = []
-        for p, mark in marks.items():
-            for event_id, fields in await self.client.xrange(keys.stream_key(p), min=f"({mark}"):
+        for stream, mark in marks.items():
+            for event_id, fields in await self.client.xrange(stream, min=f"({mark}"):
                 for e in parse_entry(event_id, fields):
                     if e.sku in wanted:
                         out.append(_as_fields(e))

@@ -136,14 +136,20 @@ async def test_reserve_commit_and_release_append_one_event_per_line(timed: Harne
     await assert_events_end_at_positions(timed, events)
 
 
-async def test_an_event_stream_is_per_partition(timed: Harness):
+async def test_events_go_to_their_partition_stream_on_a_cluster_and_one_stream_otherwise(
+    timed: Harness,
+):
     node, [a, b] = await _stocked(timed, 2)
     marks = await timed.stream_marks([a, b])
     await timed.ledger.reserve(timed.names.op(), [Line(node, a, 1), Line(node, b, 1)], ttl_ms=1000)
 
-    for sku in (a, b):
-        own = {keys.partition_of(sku): marks[keys.partition_of(sku)]}
-        assert [e["s"] for e in await timed.events_since(own, [a, b])] == [sku]
+    if timed.cluster:
+        for sku in (a, b):
+            own = {timed.stream_of(sku): marks[timed.stream_of(sku)]}
+            assert [e["s"] for e in await timed.events_since(own, [a, b])] == [sku]
+    else:
+        assert list(marks) == [keys.stream_key(0)]
+        assert [e["s"] for e in await timed.events_since(marks, [a, b])] == [a, b]
 
 
 async def _refusals(h: Harness) -> dict[str, tuple[list[str], Callable[[], Awaitable[object]]]]:

@@ -26,7 +26,14 @@ def tag(partition: int) -> str:
 
 
 def stream_key(partition: int) -> str:
+    """The event stream of a partition on a cluster; a single server keeps every event in the
+    stream of partition 0 (see ``event_streams``)."""
     return f"{tag(partition)}:ev"
+
+
+def event_streams(cluster: bool) -> list[str]:
+    """Every stream the ledger appends events to."""
+    return [stream_key(p) for p in range(PARTITIONS)] if cluster else [stream_key(0)]
 
 
 def reservation_id(op_id: str, home: int, *, single: bool) -> str:

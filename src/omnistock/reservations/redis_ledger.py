@@ -168,9 +168,7 @@ class RedisLedger:
         groups = self._group([(keys.partition_of(line.sku), line) for line in merged])
         rid = keys.reservation_id(op_id, groups[0].home, single=len(groups) == 1)
         if len(groups) == 1:
-            reply = await self._reserve_part(
-                op_id, rid, groups[0], [groups[0].home], None, ttl_ms, order_ref
-            )
+            reply = await self._reserve_part(op_id, rid, groups[0], None, None, ttl_ms, order_ref)
             codec.raise_for(reply, kind="reservation", ident=rid, action="reserve")
             return codec.reservation(rid, reply | {"ref": order_ref}, merged)
         from omnistock.reservations.sagas import reserve_saga

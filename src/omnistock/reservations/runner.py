@@ -21,6 +21,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
+from omnistock.reservations import keys
 from omnistock.reservations.scripts import Script
 
 log = logging.getLogger("omnistock.ledger.runner")
@@ -74,6 +75,9 @@ class ScriptRunner:
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
         self._wait_aof_ms = wait_aof_ms
+        # A single server keeps one event stream and one deadline set; a cluster one per
+        # partition, so that every script stays in its slot.
+        self._one_server = "" if cluster else keys.tag(0)
         self._pending: collections.deque[_Item] = collections.deque()
         self._in_flight = 0
 
@@ -120,7 +124,7 @@ class ScriptRunner:
                 groups.setdefault(item.keys[0] if self._cluster else "", []).append(item)
         for group in groups.values():
             tags = list(dict.fromkeys(tag for item in group for tag in item.keys))
-            argv: list[Any] = [len(group)]
+            argv: list[Any] = [self._one_server, len(group)]
             for item in group:
                 argv += (item.name, len(item.keys), len(item.args), *item.keys, *item.args)
             commands.append((("EVALSHA", self._ledger.sha, len(tags), *tags, *argv), group))

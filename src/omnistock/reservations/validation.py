@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from omnistock.domain.errors import InvalidInput
@@ -13,9 +14,12 @@ MAX_OP_ID = 512
 MAX_LINES = 1000
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _printable(value: str) -> bool:
     """No control characters: events are stored as tab-separated lines."""
-    return not any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+    return _CONTROL.search(value) is None
 
 
 def check_op(op_id: str) -> None:

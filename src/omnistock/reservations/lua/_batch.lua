@@ -2,10 +2,13 @@
 -- of a partition are paid once per batch instead of once per operation. Each operation is
 -- atomic on its own and isolated from the others: one that fails returns an error in its own
 -- place and the others go on.
--- ARGV: count, then per operation: name, number of keys, number of args, keys..., args...
+-- ARGV: on a single server the tag of the one event stream and deadline set ('' on a cluster),
+-- the count of operations, then per operation: name, number of keys, number of args, keys...,
+-- args...
+if ARGV[1] ~= '' then ONE_SERVER = ARGV[1] end
 local out, partition_of_tag = {}, {}
-local i = 2
-for n = 1, tonumber(ARGV[1]) do
+local i = 3
+for n = 1, tonumber(ARGV[2]) do
   local name, nk, na = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local keys = { unpack(ARGV, i + 3, i + 2 + nk) }
   local args = na > 0 and { unpack(ARGV, i + 3 + nk, i + 2 + nk + na) } or {}
@@ -13,7 +16,7 @@ for n = 1, tonumber(ARGV[1]) do
   OPKEYS, HOME = keys, keys[1]
   HOME_P = partition_of_tag[HOME]
   if not HOME_P then
-    HOME_P = tonumber(string.match(HOME, '%.(%d+)}$'))
+    HOME_P = string.match(HOME, '%.(%d+)}$')
     partition_of_tag[HOME] = HOME_P
   end
   local ok, result = pcall(OPS[name], keys, args)

@@ -7,6 +7,9 @@
 
 -- Set by the batch runner before each operation.
 local HOME, HOME_P, OPKEYS
+-- On a single server, the tag under which the one event stream and the one deadline set live;
+-- nil on a cluster, where each partition keeps its own so that every script stays in its slot.
+local ONE_SERVER
 local OP_TTL_MS = __OP_TTL_MS__
 local RECORD_TTL_MS = __RECORD_TTL_MS__
 local STREAM_MAXLEN = __STREAM_MAXLEN__
@@ -39,6 +42,7 @@ local function read_pos(tag, node, sku)
   return {
     oh = tonumber(v[1]) or 0, rs = tonumber(v[2]) or 0, hd = tonumber(v[3]) or 0,
     ss = tonumber(v[4]) or 0, ib = tonumber(v[5]) or 0, v = tonumber(v[6]) or 0,
+    text = v,
   }
 end
 
@@ -58,9 +62,12 @@ end
 -- node, sku, the deltas of on_hand, reserved, held and inbound, the resulting on_hand, reserved,
 -- held, safety_stock, inbound and version, the reference and the time in milliseconds.
 -- omnistock.reservations.events reads them.
+-- On a single server every event goes to one stream (see ONE_SERVER), so a batch appends a
+-- single entry whatever partitions it touched; on a cluster each partition has its own.
 local pending_events, pending_tags = {}, {}
 
 local function emit(tag, event)
+  if ONE_SERVER then tag = ONE_SERVER end
   local list = pending_events[tag]
   if not list then
     list = {}
@@ -76,6 +83,20 @@ local function flush_events()
       'e', table.concat(pending_events[tag], '\n'))
   end
   pending_events, pending_tags = {}, {}
+end
+
+-- Number to text is costly in Lua (a printf per number); the time is formatted once per value.
+local now_text_of, now_text = nil, nil
+local function text_of_now(now)
+  if now ~= now_text_of then
+    now_text_of, now_text = now, tostring(now)
+  end
+  return now_text
+end
+
+local function delta_text(d)
+  if d == 0 then return '0' end
+  return d
 end
 
 -- Applies deltas to a position read earlier in the same operation, bumps its version, records
@@ -94,9 +115,14 @@ local function apply(tag, node, sku, p, doh, drs, dhd, dib, ss_new, kind, op, re
     redis.call('HSET', key, node .. '|oh', n.oh, node .. '|rs', n.rs, node .. '|hd', n.hd,
       node .. '|ss', n.ss, node .. '|ib', n.ib, node .. '|v', n.v)
   end
-  emit(tag, op .. '\t' .. kind .. '\t' .. node .. '\t' .. sku .. '\t' .. doh .. '\t' .. drs
-    .. '\t' .. dhd .. '\t' .. dib .. '\t' .. n.oh .. '\t' .. n.rs .. '\t' .. n.hd .. '\t' .. n.ss
-    .. '\t' .. n.ib .. '\t' .. n.v .. '\t' .. (ref or '') .. '\t' .. now)
+  -- Unchanged quantities reuse the text they were read as.
+  local t = p.text or {}
+  emit(tag, op .. '\t' .. kind .. '\t' .. node .. '\t' .. sku .. '\t' .. delta_text(doh)
+    .. '\t' .. delta_text(drs) .. '\t' .. delta_text(dhd) .. '\t' .. delta_text(dib)
+    .. '\t' .. (doh == 0 and t[1] or n.oh) .. '\t' .. (drs == 0 and t[2] or n.rs)
+    .. '\t' .. (dhd == 0 and t[3] or n.hd) .. '\t' .. (n.ss == p.ss and t[4] or n.ss)
+    .. '\t' .. (dib == 0 and t[5] or n.ib) .. '\t' .. n.v .. '\t' .. (ref or '') .. '\t'
+    .. text_of_now(now))
   return n
 end
 
@@ -138,9 +164,16 @@ local function line_partitions(lines)
   return out
 end
 
+-- On a single server every deadline is kept in one sorted set (see ONE_SERVER), so a batch
+-- sweeps once whatever partitions it touches; on a cluster each partition has its own.
+
+local function deadlines_of(tag)
+  return (ONE_SERVER or tag) .. ':exp'
+end
+
 local function deadline_add(id, rp, lines, exp)
-  if #lines == 1 then
-    redis.call('ZADD', tag_of(lines[1][1]) .. ':exp', exp, rp .. '/' .. id)
+  if ONE_SERVER or #lines == 1 then
+    redis.call('ZADD', deadlines_of(tag_of(lines[1][1])), exp, rp .. '/' .. id)
     return
   end
   for _, p in ipairs(line_partitions(lines)) do
@@ -149,8 +182,8 @@ local function deadline_add(id, rp, lines, exp)
 end
 
 local function deadline_remove(id, rp, lines)
-  if #lines == 1 then
-    redis.call('ZREM', tag_of(lines[1][1]) .. ':exp', rp .. '/' .. id)
+  if ONE_SERVER or #lines == 1 then
+    redis.call('ZREM', deadlines_of(tag_of(lines[1][1])), rp .. '/' .. id)
     return
   end
   for _, p in ipairs(line_partitions(lines)) do
@@ -180,18 +213,18 @@ local swept_at = {}
 local function expire_due(now, force)
   local expired = 0
   for _, tag in ipairs(OPKEYS) do
-    if force or swept_at[tag] ~= now then
-      swept_at[tag] = now
-      local due = redis.call('ZRANGEBYSCORE', tag .. ':exp', '-inf', now)
+    local dkey = deadlines_of(tag)
+    if force or swept_at[dkey] ~= now then
+      swept_at[dkey] = now
+      local due = redis.call('ZRANGEBYSCORE', dkey, '-inf', now)
       for _, member in ipairs(due) do
         local rp, id = string.match(member, '^(%d+)/(.+)$')
-        rp = tonumber(rp)
-        local r = read_record(id, rp)
+          local r = read_record(id, rp)
         if r and r.st == 'a' then
           release_record(id, rp, r, 'x', 'expire', 'expire:' .. id, now)
           expired = expired + 1
         else
-          redis.call('ZREM', tag .. ':exp', member)
+          redis.call('ZREM', dkey, member)
         end
       end
     end
