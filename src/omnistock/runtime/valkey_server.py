@@ -195,6 +195,9 @@ class EmbeddedValkey:
             "appendonly yes",
             f"appendfsync {_APPENDFSYNC[self.durability]}",
             "aof-use-rdb-preamble yes",
+            # Every ledger write lands in the AOF; rewriting it from 64 MB on (the default)
+            # forks the server every few seconds under a sale's load.
+            "auto-aof-rewrite-min-size 1gb",
             'save ""',
         ]
         if self.cluster:
