@@ -486,9 +486,10 @@ def markdown(report: dict[str, Any]) -> str:
         ]
     out += [
         "Client CPU µs/op: CPU time of this benchmark process per operation (one process, one "
-        "event loop). EVALSHA µs/call: `cmdstat_evalsha` usec/calls delta (script execution "
-        "only). Server CPU µs/call: `used_cpu_user+used_cpu_sys` delta of the server "
-        "process(es) per EVALSHA (includes network I/O and the AOF fsync). On the cluster both "
+        "event loop). Script µs/op: `cmdstat_evalsha` usec delta per operation (script "
+        "execution only; omnistock runs many operations per script call). Server CPU µs/op: "
+        "`used_cpu_user+used_cpu_sys` delta of the server process(es) per operation (network "
+        "I/O and AOF writes included; time blocked in fsync is not CPU). On the cluster both "
         "are summed over primaries.",
         "",
     ]
