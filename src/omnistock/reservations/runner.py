@@ -4,8 +4,8 @@ The Python client, not the server, is where time goes: one EVALSHA per round tri
 request/response cycle in redis-py, and each script call pays the server a fixed price (the
 prelude, the clock, an expiry sweep). Callers enqueue their operation and await a future; up to
 ``max_in_flight`` drain tasks each take what is queued (up to ``max_batch``), group it by shard
-(one group on a single server, one per partition on a cluster, so each script stays in one
-slot) and send every group as one call of the ledger script, all in one pipeline. Under load,
+(one group on a single server, one per cluster node on a cluster) and send every group as one
+call of the ledger script, all in one pipeline per server. Under load,
 many concurrent requests share a few round trips and script calls; when idle a call goes out at
 once. Several batches in flight let the client prepare one while the server runs another.
 """
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import exceptions as redis_errors
+from redis.asyncio.cluster import PipelineCommand
 
 from omnistock.reservations import keys
 from omnistock.reservations.scripts import Script
@@ -35,6 +36,15 @@ UNAVAILABLE_ERRORS = (
     redis_errors.ReadOnlyError,
     OSError,
     asyncio.TimeoutError,
+)
+
+
+# Replies that mean "ask another node": the slot map is refreshed and the command resent.
+_REROUTE = (
+    redis_errors.MovedError,
+    redis_errors.AskError,
+    redis_errors.TryAgainError,
+    redis_errors.ClusterDownError,
 )
 
 
@@ -79,6 +89,7 @@ class ScriptRunner:
         # partition, so that every script stays in its slot.
         self._one_server = "" if cluster else keys.tag(0)
         self._pending: collections.deque[_Item] = collections.deque()
+        self._slots: dict[str, int] = {}
         self._in_flight = 0
 
     async def op(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -121,13 +132,16 @@ class ScriptRunner:
                 command = ("EVALSHA", item.script.sha, len(item.keys), *item.keys, *item.args)
                 commands.append((command, [item]))
             else:
-                groups.setdefault(item.keys[0] if self._cluster else "", []).append(item)
+                shard = self._cluster_node(item.keys[0]).name if self._cluster else ""
+                groups.setdefault(shard, []).append(item)
         for group in groups.values():
-            tags = list(dict.fromkeys(tag for item in group for tag in item.keys))
+            # One declared key routes the call (a cluster refuses declared keys of several
+            # slots); each operation names its own partitions among the arguments.
             argv: list[Any] = [self._one_server, len(group)]
             for item in group:
                 argv += (item.name, len(item.keys), len(item.args), *item.keys, *item.args)
-            commands.append((("EVALSHA", self._ledger.sha, len(tags), *tags, *argv), group))
+            command = ("EVALSHA", self._ledger.sha, 1, group[0].keys[0], *argv)
+            commands.append((command, group))
         return commands
 
     async def _execute(self, items: list[_Item]) -> None:
@@ -167,7 +181,15 @@ class ScriptRunner:
                     found[item.script.sha] = item.script
         return list(found.values())
 
+    def _cluster_node(self, key: str) -> Any:
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = self._client.keyslot(key)
+        return self._client.nodes_manager.get_node_from_slot(slot)
+
     async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        if self._cluster:
+            return await self._send_to_nodes(commands)
         pipe = self._client.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)
@@ -179,6 +201,56 @@ class ScriptRunner:
             if isinstance(fsynced, Exception) or int(fsynced[0]) < 1:
                 raise redis_errors.TimeoutError(f"WAITAOF did not confirm the write: {fsynced}")
         return replies
+
+    async def _send_to_nodes(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """One pipeline per cluster node, straight to the node that owns the commands' slots.
+
+        A batch may span several slots of one node (the ledger script allows keys of several
+        slots), which redis-py's cluster pipeline refuses. Redirections and lost nodes refresh
+        the slot map and resend: every ledger operation is idempotent.
+        """
+        replies: list[Any] = [None] * len(commands)
+        todo = list(range(len(commands)))
+        for _attempt in range(3):
+            by_node: dict[str, tuple[Any, list[int]]] = {}
+            for i in todo:
+                node = self._cluster_node(commands[i][3])
+                by_node.setdefault(node.name, (node, []))[1].append(i)
+            await asyncio.gather(
+                *(
+                    self._node_pipeline(node, idxs, commands, replies)
+                    for node, idxs in by_node.values()
+                )
+            )
+            lost = any(isinstance(replies[i], UNAVAILABLE_ERRORS) for i in todo)
+            todo = [i for i in todo if isinstance(replies[i], _REROUTE)]
+            if lost or todo:
+                await self._refresh_slots()
+            if not todo:
+                break
+        return replies
+
+    async def _refresh_slots(self) -> None:
+        """A failover or a reshard moved slots: learn the new map (best effort; a cluster that
+        cannot answer is reported by the failed calls themselves)."""
+        try:
+            await self._client.nodes_manager.initialize()
+        except Exception as exc:
+            log.warning("could not refresh the cluster slot map: %s", exc)
+
+    @staticmethod
+    async def _node_pipeline(
+        node: Any, idxs: list[int], commands: list[tuple[Any, ...]], replies: list[Any]
+    ) -> None:
+        pending = [PipelineCommand(i, *commands[i]) for i in idxs]
+        try:
+            await node.execute_pipeline(pending)
+        except UNAVAILABLE_ERRORS as exc:
+            for i in idxs:
+                replies[i] = exc
+            return
+        for i, command in zip(idxs, pending, strict=True):
+            replies[i] = command.result
 
     async def load(self, scripts: Iterable[Script] | None = None) -> None:
         for script in scripts if scripts is not None else [self._ledger]:

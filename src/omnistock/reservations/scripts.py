@@ -52,9 +52,10 @@ def build_ledger_script(settings: ScriptSettings | None = None) -> Script:
         .replace("__NS__", NAMESPACE)
     )
     # The shebang makes the server refuse the whole call up front when it is out of memory,
-    # instead of failing part-way through a batch, and on a cluster keeps every call to the
-    # slot of its declared keys.
-    parts = ["#!lua", prelude, "local OPS = {}"]
+    # instead of failing part-way through a batch. On a cluster a batch holds operations of
+    # several partitions (slots) that one node owns: each operation still touches only its own
+    # partition's keys, and the server refuses any key the node does not own.
+    parts = ["#!lua flags=allow-cross-slot-keys", prelude, "local OPS = {}"]
     for name in operation_names():
         body = _lua_dir().joinpath(f"{name}.lua").read_text()
         parts.append(f"-- {name}.lua\nOPS[{name!r}] = function(KEYS, ARGV)\n{body}\nend")
