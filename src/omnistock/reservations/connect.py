@@ -43,17 +43,20 @@ async def _wait_aof_needed(client: Any, durability: str, cluster: bool) -> bool:
     if durability == "fast":
         return False
     if cluster:
-        configs = await client.config_get("appendfsync", target_nodes=RedisCluster.PRIMARIES)
+        configs = await client.config_get("append*", target_nodes=RedisCluster.PRIMARIES)
         values = list(configs.values()) if isinstance(configs, dict) else [configs]
-        if all(_value(v, "appendfsync") == "always" for v in values):
+        if all(
+            _value(v, "appendonly") == "yes" and _value(v, "appendfsync") == "always"
+            for v in values
+        ):
             return False
-        raise DurabilityError("strict durability on a cluster needs appendfsync always")
+        raise DurabilityError(
+            "strict durability on a cluster needs appendonly yes and appendfsync always"
+        )
     config = await client.config_get("append*")
-    if _value(config, "appendfsync") == "always":
-        return False
     if _value(config, "appendonly") != "yes":
         raise DurabilityError("strict durability needs appendonly yes on the server")
-    return True
+    return _value(config, "appendfsync") != "always"
 
 
 def _value(config: Any, name: str) -> str | None:
