@@ -12,29 +12,32 @@ Each example starts on an empty keyspace (FLUSHALL on a server owned by this mod
 modules' data is never touched). The async ledgers are driven from the synchronous machine through
 one event loop per server fixture, opened once per test rather than once per example.
 
-On the cluster a multi-partition adjust is a saga whose refusal is compensated (decrements undone
-by increments): quantities are restored but versions move, so there versions are not compared.
+On the cluster a multi-partition adjust is a saga: when one partition refuses, the partitions
+already applied are undone by inverse adjustments. Quantities come back but versions move, and a
+position the refused adjust named for the first time is left behind empty; so on the cluster
+versions are not compared and empty positions are left out of listings.
+
+A failure shrinks to a short program in well under a minute; the explain phase, which would
+replay it hundreds of times more, is off.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import msgspec
 import pytest
 import redis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    Bundle,
     RuleBasedStateMachine,
     initialize,
     invariant,
-    multiple,
     precondition,
     rule,
     run_state_machine_as_test,
@@ -62,6 +65,11 @@ NODES = ("n0", "n1", "n2")
 # touch one partition with several SKUs, or several partitions (a saga on the cluster).
 SKUS = ("sku-0", "sku-62", "sku-1", "sku-5")
 START_MS = 1_000_000
+ADJUST_SAGA_SHORTAGES_BY_PARTITION = True
+"""Known discrepancy: a refused multi-partition adjust on a cluster lists its short lines
+partition by partition (sagas.adjust_saga), not in the order of the request as a single server
+and the reserve saga do. While it stands, those shortages are compared in any order; set this to
+False once the saga reports them in line order."""
 
 
 class Clock:
@@ -155,9 +163,22 @@ async def _outcome(call: Coroutine[Any, Any, Any]) -> Outcome:
         return Outcome(error=exc)
 
 
-async def _gather(calls: Iterable[Coroutine[Any, Any, Any]]) -> list[Any]:
-    """Concurrent calls, which the script runner sends as one pipeline."""
-    return list(await asyncio.gather(*calls))
+def _at_once(call: Coroutine[Any, Any, Any]) -> Any:
+    """The result of a coroutine that never waits, such as every ModelLedger call; without an
+    event loop, which keeps the many examples hypothesis runs while shrinking cheap."""
+    try:
+        call.send(None)
+    except StopIteration as done:
+        return done.value
+    call.close()
+    raise AssertionError("the model ledger waited for something")
+
+
+def _model_outcome(call: Coroutine[Any, Any, Any]) -> Outcome:
+    try:
+        return Outcome(value=_at_once(call))
+    except DomainError as exc:
+        return Outcome(error=exc)
 
 
 def _same_error_exactly(a: DomainError, b: DomainError) -> bool:
@@ -166,6 +187,17 @@ def _same_error_exactly(a: DomainError, b: DomainError) -> bool:
 
 def _shortage_key(s: Shortage) -> tuple[str, str, int, int]:
     return (s.node_id, s.sku, s.requested, s.available)
+
+
+def _without_blanks(items: list[Any]) -> list[Any]:
+    """Drops positions that hold nothing. A refused adjust on a cluster is undone by inverse
+    adjustments, which leaves an empty position behind where the refused one named a new one."""
+    return [
+        p
+        for p in items
+        if not isinstance(p, Position)
+        or (p.on_hand, p.reserved, p.held, p.safety_stock, p.inbound) != (0, 0, 0, 0, 0)
+    ]
 
 
 @dataclass(frozen=True)
@@ -212,10 +244,11 @@ _STILL = Tick("none")
 ticks = st.one_of(
     st.just(_STILL),
     st.just(_STILL),
-    st.builds(Tick, st.just("wait"), ms=st.integers(1, 100)),
-    st.builds(Tick, st.just("wait"), ms=st.integers(100, 3000)),
+    st.just(_STILL),
+    st.builds(Tick, st.just("wait"), st.integers(1, 100), st.just(0), st.just(0)),
+    st.builds(Tick, st.just("wait"), st.integers(100, 3000), st.just(0), st.just(0)),
     st.builds(
-        Tick, st.just("deadline"), pick=st.integers(0, 20), offset=st.sampled_from([-1, 0, 1])
+        Tick, st.just("deadline"), st.just(0), st.integers(0, 20), st.sampled_from([-1, 0, 1])
     ),
 )
 """Mostly still, else a short or a long wait, or a jump to around a deadline."""
@@ -239,12 +272,12 @@ GHOSTS = (
     "not-a-reservation",
     keys.reservation_id("ghost", keys.partition_of(SKUS[2]), single=True),
 )
+recent = st.one_of(st.just(0), st.integers(0, 1000))
+"""Which earlier item, counting back from the latest: often the latest itself."""
 _examples = itertools.count()
 
 
 class LedgerComparison(RuleBasedStateMachine):
-    reservations = Bundle("reservations")
-
     def __init__(self, target: Target) -> None:
         super().__init__()
         target.flush()
@@ -257,6 +290,7 @@ class LedgerComparison(RuleBasedStateMachine):
         self.ops = itertools.count()
         self.calls: list[Call] = []
         self.pairs: list[Pair] = []
+        self.ghosts: list[str] = list(GHOSTS)
         self.on_hand: dict[tuple[str, str], int] = {}
 
     # -- helpers --------------------------------------------------------------------------------
@@ -279,7 +313,7 @@ class LedgerComparison(RuleBasedStateMachine):
         args, kwargs = call.redis
         r = self.t.run(_outcome(getattr(self.redis, call.method)(*args, **kwargs)))
         args, kwargs = call.model
-        m = self.t.run(_outcome(getattr(self.model, call.method)(*args, **kwargs)))
+        m = _model_outcome(getattr(self.model, call.method)(*args, **kwargs))
         self.check_same(r, m, str(call))
         return r, m
 
@@ -300,7 +334,11 @@ class LedgerComparison(RuleBasedStateMachine):
     def check_same_error(self, r: DomainError, m: Any, where: str) -> None:
         if isinstance(r, InsufficientStock | BelowCommitted):
             rs, ms = r.shortages, m.shortages
-            if self.cluster:  # sagas gather shortages partition by partition
+            if (
+                self.cluster
+                and ADJUST_SAGA_SHORTAGES_BY_PARTITION
+                and isinstance(r, BelowCommitted)
+            ):
                 rs, ms = sorted(rs, key=_shortage_key), sorted(ms, key=_shortage_key)
             assert rs == ms, where
         if isinstance(r, VersionConflict) and not self.cluster:
@@ -314,6 +352,8 @@ class LedgerComparison(RuleBasedStateMachine):
 
     def check_same_value(self, r: Any, m: Any, where: str) -> None:
         if isinstance(r, list):
+            if self.cluster and isinstance(m, list):
+                r, m = _without_blanks(r), _without_blanks(m)
             assert isinstance(m, list) and len(r) == len(m), where
             for a, b in zip(r, m, strict=True):
                 self.check_same_value(a, b, where)
@@ -332,18 +372,24 @@ class LedgerComparison(RuleBasedStateMachine):
         return msgspec.structs.replace(p, version=0) if self.cluster else p
 
     def comparable_reservation(self, r: Reservation) -> tuple[Any, ...]:
-        ordered = sorted(r.lines, key=lambda line: (line.node_id, line.sku))
-        lines = ordered if self.cluster else r.lines  # the cluster lists lines part by part
-        return (r.status, lines, r.expires_at_ms, r.created_at_ms, r.order_ref)
+        return (r.status, r.lines, r.expires_at_ms, r.created_at_ms, r.order_ref)
 
     # -- stock ----------------------------------------------------------------------------------
 
-    @initialize(stock=st.lists(st.integers(-4, 20), min_size=12, max_size=12))
-    def stock_positions(self, stock: list[int]) -> None:
-        """Counted stock for every position; a negative count leaves the position unwritten."""
-        for (node, sku), on_hand in zip(itertools.product(NODES, SKUS), stock, strict=True):
+    @initialize(
+        stock=st.lists(
+            st.tuples(st.integers(-4, 20), st.sampled_from([None, 0, 1, 3])),
+            min_size=len(NODES) * len(SKUS),
+            max_size=len(NODES) * len(SKUS),
+        )
+    )
+    def stock_positions(self, stock: list[tuple[int, int | None]]) -> None:
+        """Counted stock (and safety stock) for every position; a negative count leaves the
+        position unwritten."""
+        positions = itertools.product(NODES, SKUS)
+        for (node, sku), (on_hand, safety) in zip(positions, stock, strict=True):
             if on_hand >= 0:
-                self.set_stock(Tick("none"), node, sku, on_hand, None, None)
+                self.set_stock(_STILL, node, sku, on_hand, safety, None)
 
     @rule(
         tick=ticks,
@@ -389,28 +435,32 @@ class LedgerComparison(RuleBasedStateMachine):
     # -- reservations ---------------------------------------------------------------------------
 
     @rule(
-        target=reservations,
         tick=ticks,
         lines=lines,
         ttl_ms=st.one_of(st.integers(1, 5000), st.integers(3000, 5000)),
         order_ref=st.one_of(st.none(), st.just("order-1")),
     )
-    def reserve(self, tick: Tick, lines: list[Line], ttl_ms: int, order_ref: str | None) -> Any:
+    def reserve(self, tick: Tick, lines: list[Line], ttl_ms: int, order_ref: str | None) -> None:
         self.advance(tick)
-        call = Call.same("reserve", self.op_id(), lines, ttl_ms=ttl_ms, order_ref=order_ref)
-        if self.mutate(call).error is not None:
-            return multiple()
-        pair = Pair(call.redis_first.value.reservation_id, call.model_first.value.reservation_id)
-        self.pairs.append(pair)
-        return pair
+        op = self.op_id()
+        call = Call.same("reserve", op, lines, ttl_ms=ttl_ms, order_ref=order_ref)
+        if self.mutate(call).error is None:
+            r, m = call.redis_first.value, call.model_first.value  # type: ignore[union-attr]
+            self.pairs.append(Pair(r.reservation_id, m.reservation_id))
+        elif len(partitions := {keys.partition_of(line.sku) for line in lines}) == 1:
+            # The id a refused single-partition reserve would have had names no reservation.
+            self.ghosts.append(keys.reservation_id(op, partitions.pop(), single=True))
 
+    @precondition(lambda self: bool(self.pairs))
     @rule(
         tick=ticks,
-        pair=reservations,
+        pick=recent,
         action=st.sampled_from(["commit", "release", "get_reservation"]),
     )
-    def finish(self, tick: Tick, pair: Pair, action: str) -> None:
-        """Commit, release or read a reservation, whatever its state."""
+    def finish(self, tick: Tick, pick: int, action: str) -> None:
+        """Commit, release or read a reservation (``pick`` counts back from the latest), whatever
+        its state."""
+        pair = self.pairs[-1 - pick % len(self.pairs)]
         self.advance(tick)
         if action == "get_reservation":
             self.run(Call(action, ((pair.redis_id,), {}), ((pair.model_id,), {})))
@@ -422,11 +472,11 @@ class LedgerComparison(RuleBasedStateMachine):
                 key = (line.node_id, line.sku)
                 self.on_hand[key] = self.on_hand.get(key, 0) - line.qty
 
-    @rule(
-        action=st.sampled_from(["get_reservation", "commit", "release"]),
-        ghost=st.sampled_from(GHOSTS),
-    )
-    def unknown_reservation(self, action: str, ghost: str) -> None:
+    @rule(action=st.sampled_from(["get_reservation", "commit", "release"]), pick=recent)
+    def unknown_reservation(self, action: str, pick: int) -> None:
+        """An id that is not a reservation's: malformed, never used, or the one a refused reserve
+        would have had (``pick`` counts back from the latest)."""
+        ghost = self.ghosts[-1 - pick % len(self.ghosts)]
         if action == "get_reservation":
             r, _ = self.run(Call.same(action, ghost))
         else:
@@ -457,7 +507,7 @@ class LedgerComparison(RuleBasedStateMachine):
             else len(due)
         )
         swept = self.t.run(self.redis.expire_due())
-        assert self.t.run(self.model.expire_due()) == len(due)
+        assert _at_once(self.model.expire_due()) == len(due)
         assert swept == records, f"expire_due released {swept} records, {records} were due"
 
     # -- repeats --------------------------------------------------------------------------------
@@ -482,14 +532,19 @@ class LedgerComparison(RuleBasedStateMachine):
 
     # -- invariants -----------------------------------------------------------------------------
 
+    async def redis_snapshot(self) -> list[Any]:
+        """The Redis ledger's positions and then reservations, read concurrently: the script
+        runner sends them as one pipeline."""
+        return await asyncio.gather(
+            self.redis.availability_many(SKUS),
+            *(self.redis.get_reservation(p.redis_id) for p in self.pairs),
+        )
+
     def snapshot(self) -> tuple[Any, ...]:
         """Both ledgers' positions and reservations, as read through their public interface."""
-        redis_positions = self.t.run(self.redis.availability_many(SKUS))
-        model_positions = self.t.run(self.model.availability_many(SKUS))
-        redis_records = self.t.run(
-            _gather(self.redis.get_reservation(p.redis_id) for p in self.pairs)
-        )
-        model_records = [self.t.run(self.model.get_reservation(p.model_id)) for p in self.pairs]
+        redis_positions, *redis_records = self.t.run(self.redis_snapshot())
+        model_positions = _at_once(self.model.availability_many(SKUS))
+        model_records = [_at_once(self.model.get_reservation(p.model_id)) for p in self.pairs]
         return redis_positions, model_positions, redis_records, model_records
 
     @invariant()
@@ -530,15 +585,21 @@ SINGLE = settings(
     max_examples=60,
     stateful_step_count=30,
     deadline=None,
+    report_multiple_bugs=False,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 CLUSTER = settings(SINGLE, max_examples=15)
 
 
+# Passing takes seconds; the higher limit lets a slow shrink on a loaded machine finish and report
+# its minimal program (hypothesis stops shrinking by itself after five minutes).
+@pytest.mark.timeout(600)
 def test_redis_ledger_matches_the_model_on_a_single_server(single_target: Target) -> None:
     run_state_machine_as_test(lambda: LedgerComparison(single_target), settings=SINGLE)
 
 
 @pytest.mark.cluster
+@pytest.mark.timeout(600)
 def test_redis_ledger_matches_the_model_on_a_cluster(cluster_target: Target) -> None:
     run_state_machine_as_test(lambda: LedgerComparison(cluster_target), settings=CLUSTER)

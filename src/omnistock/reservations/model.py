@@ -32,7 +32,6 @@ from omnistock.domain.errors import (
     DomainError,
     IllegalTransition,
     InsufficientStock,
-    InvalidInput,
     NotFound,
     VersionConflict,
 )
@@ -107,13 +106,6 @@ class ModelLedger:
     def reservations(self) -> list[Reservation]:
         """Every reservation record, in creation order, as it stands (no expiry is applied)."""
         return [r.frozen() for r in self._records.values()]
-
-    def positions(self) -> list[Position]:
-        """Every position that was ever written, sorted by (sku, node)."""
-        return [
-            p.frozen(node, sku)
-            for (node, sku), p in sorted(self._positions.items(), key=lambda kv: kv[0][::-1])
-        ]
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -241,8 +233,6 @@ class ModelLedger:
     ) -> Reservation:
         merged = merge_lines(list(lines))
         check_lines(op_id, merged, ttl_ms, order_ref)
-        if not merged:
-            raise InvalidInput("lines", "at least one line")
         now = self._now()
         first = self._replay(op_id)
         if first is not _NEW:

@@ -39,8 +39,8 @@ def check_qty(field: str, value: int, *, low: int) -> None:
 
 def check_lines(op_id: str, lines: Sequence[Line], ttl_ms: int, order_ref: str | None) -> None:
     check_op(op_id)
-    if len(lines) > MAX_LINES:
-        raise InvalidInput("lines", f"at most {MAX_LINES} lines")
+    if not 0 < len(lines) <= MAX_LINES:
+        raise InvalidInput("lines", f"1 to {MAX_LINES} lines")
     for i, line in enumerate(lines):
         check_id(f"lines[{i}].node_id", line.node_id)
         check_id(f"lines[{i}].sku", line.sku)
