@@ -53,7 +53,7 @@ from omnistock.domain.errors import (
     VersionConflict,
 )
 from omnistock.domain.reservation import Reservation, ReservationStatus
-from omnistock.domain.stock import Adjustment, Line, Position, Reason, Shortage
+from omnistock.domain.stock import Adjustment, Line, Position, Reason
 from omnistock.reservations import keys
 from omnistock.reservations.connect import LedgerConnection, open_ledger
 from omnistock.reservations.model import ModelLedger
@@ -65,11 +65,6 @@ NODES = ("n0", "n1", "n2")
 # touch one partition with several SKUs, or several partitions (a saga on the cluster).
 SKUS = ("sku-0", "sku-62", "sku-1", "sku-5")
 START_MS = 1_000_000
-ADJUST_SAGA_SHORTAGES_BY_PARTITION = True
-"""Known discrepancy: a refused multi-partition adjust on a cluster lists its short lines
-partition by partition (sagas.adjust_saga), not in the order of the request as a single server
-and the reserve saga do. While it stands, those shortages are compared in any order; set this to
-False once the saga reports them in line order."""
 
 
 class Clock:
@@ -183,10 +178,6 @@ def _model_outcome(call: Coroutine[Any, Any, Any]) -> Outcome:
 
 def _same_error_exactly(a: DomainError, b: DomainError) -> bool:
     return type(a) is type(b) and vars(a) == vars(b) and a.args == b.args
-
-
-def _shortage_key(s: Shortage) -> tuple[str, str, int, int]:
-    return (s.node_id, s.sku, s.requested, s.available)
 
 
 def _without_blanks(items: list[Any]) -> list[Any]:
@@ -333,14 +324,7 @@ class LedgerComparison(RuleBasedStateMachine):
 
     def check_same_error(self, r: DomainError, m: Any, where: str) -> None:
         if isinstance(r, InsufficientStock | BelowCommitted):
-            rs, ms = r.shortages, m.shortages
-            if (
-                self.cluster
-                and ADJUST_SAGA_SHORTAGES_BY_PARTITION
-                and isinstance(r, BelowCommitted)
-            ):
-                rs, ms = sorted(rs, key=_shortage_key), sorted(ms, key=_shortage_key)
-            assert rs == ms, where
+            assert r.shortages == m.shortages, where
         if isinstance(r, VersionConflict) and not self.cluster:
             assert (r.expected, r.actual) == (m.expected, m.actual), where
         if isinstance(r, IllegalTransition):

@@ -215,7 +215,10 @@ async def adjust_saga(
         undo = [Group(g.home, g.tags, _net_inverse(g)) for g in done]
         await asyncio.gather(*(ledger._adjust_group(f"{op_id}:undo", u) for u in undo if u.items))
         if all(isinstance(r, BelowCommitted) for r in refused):
-            raise BelowCommitted([s for r in refused for s in r.shortages])
+            groups_refused = [
+                g for g, r in zip(risky, results, strict=True) if isinstance(r, BelowCommitted)
+            ]
+            raise BelowCommitted(_in_request_order(groups_refused, refused, adjustments))
         raise refused[0]
     later = await asyncio.gather(*(ledger._adjust_group(op_id, g) for g in safe))
     final: dict[tuple[str, str], Position] = {}
@@ -224,6 +227,27 @@ async def adjust_saga(
             final[(pos.node_id, pos.sku)] = pos
     order = dict.fromkeys((a.node_id, a.sku) for a in adjustments)
     return [final[k] for k in order]
+
+
+def _in_request_order(
+    groups: list[Group], refusals: list[BaseException], adjustments: Sequence[Adjustment]
+) -> list[Shortage]:
+    """Short lines of several partitions in the order of the request, as one script reports
+    them on a single server. Each partition reports its short lines in its own line order, so
+    they are matched back to their lines by position and quantity."""
+    index = {id(a): i for i, a in enumerate(adjustments)}
+    placed: list[tuple[int, Shortage]] = []
+    for group, refusal in zip(groups, refusals, strict=True):
+        shortages = list(getattr(refusal, "shortages", []))
+        k = 0
+        for _p, a in group.items:
+            if k < len(shortages):
+                s = shortages[k]
+                if (s.node_id, s.sku, s.requested) == (a.node_id, a.sku, -a.delta):
+                    placed.append((index[id(a)], s))
+                    k += 1
+        placed += [(len(adjustments), s) for s in shortages[k:]]
+    return [s for _i, s in sorted(placed, key=lambda pair: pair[0])]
 
 
 def _net_inverse(group: Group) -> list[tuple[int, Adjustment]]:
