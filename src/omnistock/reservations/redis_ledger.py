@@ -18,7 +18,14 @@ from omnistock.domain.errors import NotFound, VersionConflict
 from omnistock.domain.reservation import Reservation
 from omnistock.domain.stock import Adjustment, Line, Position, merge_lines
 from omnistock.reservations import codec, keys
+from omnistock.reservations.groups import Group
 from omnistock.reservations.runner import LedgerUnavailable, ScriptRunner
+from omnistock.reservations.sagas import (
+    adjust_saga,
+    finish_multi_part,
+    reserve_saga,
+    resolve_stuck_pins,
+)
 from omnistock.reservations.validation import (
     check_adjustments,
     check_lines,
@@ -27,14 +34,6 @@ from omnistock.reservations.validation import (
 )
 
 _encode = msgspec.json.encode
-
-
-class Group(msgspec.Struct):
-    """Items that go to one script call: ``home`` is KEYS[1], ``tags`` all partitions touched."""
-
-    home: int
-    tags: list[str]
-    items: list[tuple[int, Any]]
 
 
 class RedisLedger:
@@ -116,8 +115,6 @@ class RedisLedger:
         groups = self._group(items)
         if len(groups) == 1:
             return await self._adjust_group(op_id, groups[0])
-        from omnistock.reservations.sagas import adjust_saga
-
         return await adjust_saga(self, op_id, groups, adjustments)
 
     async def _adjust_group(self, op_id: str, group: Group) -> list[Position]:
@@ -171,8 +168,6 @@ class RedisLedger:
             reply = await self._reserve_part(op_id, rid, groups[0], None, None, ttl_ms, order_ref)
             codec.raise_for(reply, kind="reservation", ident=rid, action="reserve")
             return codec.reservation(rid, reply | {"ref": order_ref}, merged)
-        from omnistock.reservations.sagas import reserve_saga
-
         return await reserve_saga(self, op_id, rid, groups, merged, ttl_ms, order_ref)
 
     async def _reserve_part(
@@ -239,8 +234,6 @@ class RedisLedger:
         check_op(op_id)
         home = self._home(rid)
         if keys.is_multi_part(rid):
-            from omnistock.reservations.sagas import finish_multi_part
-
             return await finish_multi_part(self, name, op_id, rid, home)
         reply = await self._finish_part(name, home, op_id, rid)
         codec.raise_for(reply, kind="reservation", ident=rid, action=name)
@@ -258,8 +251,6 @@ class RedisLedger:
             for rid in rids
         ]
         if stuck:
-            from omnistock.reservations.sagas import resolve_stuck_pins
-
             await resolve_stuck_pins(self, stuck)
         return sum(int(count) for count, _ in replies)
 

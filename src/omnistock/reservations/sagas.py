@@ -20,10 +20,11 @@ from omnistock.domain.errors import BelowCommitted, IllegalTransition
 from omnistock.domain.reservation import Reservation
 from omnistock.domain.stock import Adjustment, Line, Position, Shortage
 from omnistock.reservations import codec, keys
+from omnistock.reservations.groups import Group
 from omnistock.reservations.runner import LedgerUnavailable
 
 if TYPE_CHECKING:
-    from omnistock.reservations.redis_ledger import Group, RedisLedger
+    from omnistock.reservations.redis_ledger import RedisLedger
 
 log = logging.getLogger("omnistock.ledger.saga")
 
@@ -202,8 +203,6 @@ async def adjust_saga(
     position see the running total as on a single server. If one refuses, those applied are
     undone by the inverse of their net change per position. Partitions with increments only,
     which cannot refuse, go last. Every partition runs once, under the caller's operation id."""
-    from omnistock.reservations.redis_ledger import Group
-
     risky = [g for g in groups if any(a.delta < 0 for _p, a in g.items)]
     safe = [g for g in groups if all(a.delta > 0 for _p, a in g.items)]
     results = await asyncio.gather(
