@@ -13,13 +13,12 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from omnistock.runtime.valkey_server import EmbeddedValkey, ValkeyStartError
+from omnistock.runtime.valkey_server import EmbeddedValkey, StartStop, ValkeyStartError
 
 log = logging.getLogger("omnistock.runtime.valkey")
 
@@ -50,7 +49,7 @@ def _info(text: str) -> dict[str, str]:
     return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
 
 
-class EmbeddedCluster:
+class EmbeddedCluster(StartStop):
     """``shards`` primaries (and ``replicas_per_shard`` replicas each) under ``base_dir``."""
 
     def __init__(
@@ -216,18 +215,6 @@ class EmbeddedCluster:
         """Register ``on_exit(returncode)`` for an unexpected exit of any node."""
         for node in self._nodes:
             node.monitor(on_exit)
-
-    def __enter__(self) -> EmbeddedCluster:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return (

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import redis
 from redis.backoff import NoBackoff
@@ -92,7 +93,23 @@ class _Child:
         self.watched = False
 
 
-class EmbeddedValkey:
+class StartStop:
+    """``with`` support for anything that has ``start()`` and ``stop()``."""
+
+    def __enter__(self) -> Self:
+        self.start()  # type: ignore[attr-defined]
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()  # type: ignore[attr-defined]
+
+
+class EmbeddedValkey(StartStop):
     """A ``valkey-server`` child process with its own config, data dir and port.
 
     The port is chosen once (at first use) and kept, so ``kill()`` then ``start()``
@@ -402,20 +419,6 @@ class EmbeddedValkey:
                 callback(code)
             except Exception:
                 log.exception("valkey exit callback %r failed", callback)
-
-    # -- context manager -------------------------------------------------------------
-
-    def __enter__(self) -> EmbeddedValkey:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return (
