@@ -137,7 +137,9 @@ def _optimise(
     optimal = result.optimal and not pruned.may_lose_optimum
     if better(problem.key(incumbent, strategy), problem.key(alloc, strategy), rel=1e-9):
         return incumbent, "greedy", False, pruned.pruned, pruned.may_lose_optimum
-    return alloc, result.status, optimal, pruned.pruned, pruned.may_lose_optimum
+    # Optimal among the capped candidates only: say so rather than "optimal".
+    status = "optimal_among_candidates" if result.optimal and not optimal else result.status
+    return alloc, status, optimal, pruned.pruned, pruned.may_lose_optimum
 
 
 def route(
@@ -170,11 +172,10 @@ def route(
         )
 
     shipments: list[Shipment] = []
-    for c in range(problem.n_cands):
+    per_node = alloc.sum(axis=0)
+    for c in np.flatnonzero(per_node):  # only the nodes that ship: a few among many candidates
         column = alloc[:, c]
-        units = int(column.sum())
-        if units == 0:
-            continue
+        units = int(per_node[c])
         node = network.nodes[int(problem.node_index[c])]
         local = store is not None and int(problem.node_index[c]) == store
         km = 0.0 if local else float(problem.dist[c])
