@@ -3,6 +3,7 @@
 Nothing here performs I/O. See `engine.route` for the flow and each module for its part.
 """
 
+from omnistock.routing.batch import BatchPlan, BatchSolverInfo, BatchSummary, plan_batch
 from omnistock.routing.cost import plan_cost, shipment_cost
 from omnistock.routing.engine import route
 from omnistock.routing.model import (
@@ -25,6 +26,9 @@ __all__ = [
     "EARTH_RADIUS_KM",
     "STRATEGIES",
     "Availability",
+    "BatchPlan",
+    "BatchSolverInfo",
+    "BatchSummary",
     "Cost",
     "Destination",
     "Network",
@@ -39,6 +43,7 @@ __all__ = [
     "SolverInfo",
     "Unfulfilled",
     "haversine_km",
+    "plan_batch",
     "plan_cost",
     "route",
     "shipment_cost",
