@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-all bench lint lock clean
+.PHONY: run test test-all bench bench-routing bench-batch lint lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ test-all: $(STAMP)  ## everything, including the long profiles
 
 bench: $(STAMP)  ## ledger benchmark: prints a table and writes benchmarks/results/
 	$(BIN)/python -m benchmarks.ledger_bench
+
+bench-routing: $(STAMP)  ## routing decision time, optimality gap and savings per network size
+	$(BIN)/python -m benchmarks.routing_bench
+
+bench-batch: $(STAMP)  ## 10,000 orders planned together against one by one (about a minute)
+	$(BIN)/python -m benchmarks.batch_bench
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
