@@ -52,35 +52,27 @@ from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import msgspec
 import numpy as np
-from ortools.sat.python import cp_model
 
-from omnistock.routing.cost import plan_cost, shipment_cost
-from omnistock.routing.engine import _validate, route
+from omnistock.routing.batch_baseline import _baseline, _build_plan, _capacities
+from omnistock.routing.batch_order import Order as _Order
+from omnistock.routing.batch_search import (
+    _NO_CAP,
+    CANDIDATES,
+    FULL_CANDIDATES,
+    _Search,
+)
+from omnistock.routing.engine import _validate
 from omnistock.routing.model import (
     Availability,
     Plan,
     RouteRequest,
     RoutingError,
-    Shipment,
-    ShipmentLine,
-    SolverInfo,
-    Unfulfilled,
 )
 from omnistock.routing.network import Network
-
-CANDIDATES = 8
-FULL_CANDIDATES = 8
-FULL_SOURCES_PER_SEED = 3
-RELATED_PER_SEED = 12
-NEIGHBOURHOOD = 40
-SUB_DETERMINISTIC_S = 0.25
-SCALE = 1000.0
 
 
 class BatchSummary(msgspec.Struct, frozen=True):
@@ -131,19 +123,6 @@ class BatchPlan(msgspec.Struct, frozen=True):
     avoidable_splits_removed: int = 0
 
 
-@dataclass(eq=False)
-class _Order:
-    skus: list[str]
-    sku_ids: np.ndarray  # (L,) global sku index
-    qty: np.ndarray  # (L,) int64
-    cand: np.ndarray  # (C,) node indices, ascending
-    dist: np.ndarray  # (C,)
-    fixed: np.ndarray  # (C,)
-    unit: np.ndarray  # (C,)
-    full: list[int]  # node indices that held every line in full at the start, cheapest first
-    max_shipments: int | None
-
-
 def summarise(plans: Sequence[Plan], elapsed_ms: float = 0.0) -> BatchSummary:
     """Totals of a list of plans: cost (exact float sum), shipments, split orders, short units."""
     return BatchSummary(
@@ -153,327 +132,6 @@ def summarise(plans: Sequence[Plan], elapsed_ms: float = 0.0) -> BatchSummary:
         unfulfilled_units=sum(u.qty for p in plans for u in p.unfulfilled),
         elapsed_ms=round(elapsed_ms, 3),
     )
-
-
-def _capacities(network: Network) -> list[int | None]:
-    return [n.capacity_per_day for n in network.nodes]
-
-
-def _build_plan(
-    network: Network, order: _Order, alloc: np.ndarray, status: str, dist_all: np.ndarray | None
-) -> Plan:
-    shipments: list[Shipment] = []
-    for c in range(len(order.cand)):
-        column = alloc[:, c]
-        units = int(column.sum())
-        if units == 0:
-            continue
-        node = network.nodes[int(order.cand[c])]
-        km = float(order.dist[c])
-        lines = tuple(
-            ShipmentLine(sku=sku, qty=int(q))
-            for sku, q in zip(order.skus, column, strict=True)
-            if q
-        )
-        shipments.append(
-            Shipment(
-                node_id=node.node_id,
-                lines=lines,
-                distance_km=km,
-                cost=shipment_cost(node.cost, km, units),
-            )
-        )
-    shipped = alloc.sum(axis=1)
-    unfulfilled = tuple(
-        Unfulfilled(sku=sku, qty=int(q - s))
-        for sku, q, s in zip(order.skus, order.qty, shipped, strict=True)
-        if q > s
-    )
-    return Plan(
-        shipments=tuple(shipments),
-        total_cost=plan_cost(shipments),
-        unfulfilled=unfulfilled,
-        strategy="cost",
-        solver=SolverInfo(status=status, optimal=False, elapsed_ms=0.0, candidates=len(order.cand)),
-    )
-
-
-def _baseline(
-    network: Network,
-    stock: dict[tuple[int, int], int],
-    sku_index: dict[str, int],
-    holders_of_sku: dict[int, list[int]],
-    requests: Sequence[RouteRequest],
-    merged: list[tuple[list[str], list[int]]],
-    time_limit_ms: float,
-) -> list[Plan]:
-    """One `route` call per order in order, each consuming stock and capacity before the next."""
-    left = dict(stock)
-    cap_left = _capacities(network)
-    plans: list[Plan] = []
-    for request, (skus, _qtys) in zip(requests, merged, strict=True):
-        view: dict[str, dict[str, int]] = {}
-        for sku in skus:
-            s = sku_index[sku]
-            row = {}
-            for n in holders_of_sku.get(s, ()):
-                units = left.get((n, s), 0)
-                cap = cap_left[n]
-                if cap is not None:
-                    units = min(units, cap)
-                if units > 0:
-                    row[network.node_ids[n]] = units
-            view[sku] = row
-        plan = route(
-            network,
-            view,
-            msgspec.structs.replace(request, strategy="cost"),
-            time_limit_ms=time_limit_ms,
-        )
-        plan = _trim_to_capacity(network, plan, cap_left, skus)
-        for shipment in plan.shipments:
-            n = network.index_of(shipment.node_id)
-            units = 0
-            for line in shipment.lines:
-                left[n, sku_index[line.sku]] -= line.qty
-                units += line.qty
-            if cap_left[n] is not None:
-                cap_left[n] -= units
-        plans.append(plan)
-    return plans
-
-
-def _trim_to_capacity(
-    network: Network, plan: Plan, cap_left: list[int | None], skus: list[str]
-) -> Plan:
-    """Cuts shipments down to the nodes' remaining capacity; cut units become unfulfilled."""
-    shipments: list[Shipment] = []
-    short: dict[str, int] = {u.sku: u.qty for u in plan.unfulfilled}
-    changed = False
-    for shipment in plan.shipments:
-        n = network.index_of(shipment.node_id)
-        units = sum(line.qty for line in shipment.lines)
-        cap = cap_left[n]
-        if cap is None or units <= cap:
-            shipments.append(shipment)
-            continue
-        changed = True
-        excess = units - cap
-        lines = list(shipment.lines)
-        for i in range(len(lines) - 1, -1, -1):
-            if excess == 0:
-                break
-            cut = min(excess, lines[i].qty)
-            short[lines[i].sku] = short.get(lines[i].sku, 0) + cut
-            lines[i] = ShipmentLine(sku=lines[i].sku, qty=lines[i].qty - cut)
-            excess -= cut
-        lines = [line for line in lines if line.qty > 0]
-        if lines:
-            node = network.nodes[n]
-            kept = sum(line.qty for line in lines)
-            cost = shipment_cost(node.cost, shipment.distance_km, kept)
-            shipments.append(msgspec.structs.replace(shipment, lines=tuple(lines), cost=cost))
-    if not changed:
-        return plan
-    unfulfilled = tuple(Unfulfilled(sku=sku, qty=short[sku]) for sku in skus if short.get(sku))
-    return msgspec.structs.replace(
-        plan, shipments=tuple(shipments), total_cost=plan_cost(shipments), unfulfilled=unfulfilled
-    )
-
-
-_NO_CAP = 1 << 40
-
-
-class _Search:
-    """The shared state of the search: current allocations, stock and capacity left, holders."""
-
-    def __init__(
-        self, network: Network, orders: list[_Order], stock: np.ndarray, cap: np.ndarray
-    ) -> None:
-        self.network = network
-        self.orders = orders
-        self.left = stock.copy()  # (K, N)
-        self.cap_left = cap.copy()  # (N,)
-        self.alloc: list[np.ndarray] = [
-            np.zeros((len(o.qty), len(o.cand)), np.int64) for o in orders
-        ]
-        self.holders: dict[tuple[int, int], set[int]] = defaultdict(set)
-        self.at_node: dict[int, set[int]] = defaultdict(set)
-        self.neighbourhoods = 0
-        self.improvements = 0
-
-    def commit(self, o: int, alloc: np.ndarray) -> None:
-        order = self.orders[o]
-        self.alloc[o] = alloc
-        for line, c in zip(*np.nonzero(alloc), strict=True):
-            n, s, q = int(order.cand[c]), int(order.sku_ids[line]), int(alloc[line, c])
-            self.left[s, n] -= q
-            self.cap_left[n] -= q
-            self.holders[n, s].add(o)
-            self.at_node[n].add(o)
-
-    def release(self, o: int) -> np.ndarray:
-        order, alloc = self.orders[o], self.alloc[o]
-        for line, c in zip(*np.nonzero(alloc), strict=True):
-            n, s, q = int(order.cand[c]), int(order.sku_ids[line]), int(alloc[line, c])
-            self.left[s, n] += q
-            self.cap_left[n] += q
-            self.holders[n, s].discard(o)
-            self.at_node[n].discard(o)
-        self.alloc[o] = np.zeros_like(alloc)
-        return alloc
-
-    def shipments(self, o: int) -> int:
-        return int((self.alloc[o].sum(axis=0) > 0).sum())
-
-    def short(self, o: int) -> bool:
-        return int(self.alloc[o].sum()) < int(self.orders[o].qty.sum())
-
-    def cost(self, o: int, alloc: np.ndarray) -> float:
-        order = self.orders[o]
-        units = alloc.sum(axis=0)
-        return math.fsum(np.where(units > 0, order.fixed + order.unit * units, 0.0).tolist())
-
-    def related(self, o: int) -> list[int]:
-        """Orders holding stock (or binding capacity) at the seed's best single-node sources."""
-        order = self.orders[o]
-        found: set[int] = set()
-        sources = order.full[:FULL_SOURCES_PER_SEED]
-        if not sources and self.short(o):
-            sources = [int(n) for n in order.cand[:FULL_SOURCES_PER_SEED]]
-        units = int(order.qty.sum())
-        for n in sources:
-            for s in order.sku_ids:
-                found |= self.holders.get((n, int(s)), set())
-            if self.cap_left[n] < units:
-                found |= set(sorted(self.at_node.get(n, set()))[:10])
-        found.discard(o)
-        ranked = sorted(found, key=lambda p: (len(self.orders[p].qty), p))
-        return sorted(ranked[:RELATED_PER_SEED])
-
-    def solve(self, group: list[int], deadline: float) -> None:
-        wall = deadline - time.perf_counter()
-        if wall <= 0.01:
-            return
-        self.neighbourhoods += 1
-        old = {o: self.release(o) for o in group}
-        model = cp_model.CpModel()
-        xs: dict[int, list[tuple[int, int, cp_model.IntVar]]] = {}
-        per_res: dict[tuple[int, int], list] = defaultdict(list)
-        per_node: dict[int, list] = defaultdict(list)
-        cost_terms = []
-        cost_ub = 0
-        all_x = []
-        for o in group:
-            order = self.orders[o]
-            xs[o] = []
-            ys = []
-            per_line: dict[int, list] = defaultdict(list)
-            for c, n in enumerate(order.cand):
-                n = int(n)
-                room = int(self.cap_left[n])
-                vars_c = []
-                for line, s in enumerate(order.sku_ids):
-                    ub = min(int(order.qty[line]), int(self.left[s, n]), room)
-                    if ub <= 0:
-                        continue
-                    var = model.NewIntVar(0, ub, "")
-                    vars_c.append((var, ub))
-                    xs[o].append((line, c, var))
-                    per_res[n, int(s)].append((var, ub))
-                    per_node[n].append((var, ub))
-                    per_line[line].append(var)
-                    all_x.append(var)
-                    unit_s = round(float(order.unit[c]) * SCALE)
-                    if unit_s:
-                        cost_terms.append(unit_s * var)
-                        cost_ub += unit_s * ub
-                if not vars_c:
-                    continue
-                y = model.NewBoolVar("")
-                ys.append(y)
-                for var, ub in vars_c:
-                    model.Add(var <= ub * y)
-                model.Add(sum(var for var, _ in vars_c) >= y)
-                fixed_s = round(float(order.fixed[c]) * SCALE)
-                cost_terms.append(fixed_s * y)
-                cost_ub += fixed_s
-                model.AddHint(y, bool(old[o][:, c].any()))
-            for line, row in per_line.items():
-                if len(row) > 1:
-                    model.Add(sum(row) <= int(order.qty[line]))
-            if order.max_shipments is not None and len(ys) > order.max_shipments:
-                model.Add(sum(ys) <= order.max_shipments)
-            for line, c, var in xs[o]:
-                model.AddHint(var, int(old[o][line, c]))
-        for (n, s), row in per_res.items():
-            if sum(ub for _, ub in row) > int(self.left[s, n]):
-                model.Add(sum(var for var, _ in row) <= int(self.left[s, n]))
-        for n, row in per_node.items():
-            if sum(ub for _, ub in row) > int(self.cap_left[n]):
-                model.Add(sum(var for var, _ in row) <= int(self.cap_left[n]))
-        weight = cost_ub + 1
-        model.Minimize(sum(cost_terms) - weight * sum(all_x))
-        solver = cp_model.CpSolver()
-        params = solver.parameters
-        params.num_workers = 1
-        params.random_seed = 0
-        params.max_deterministic_time = SUB_DETERMINISTIC_S
-        params.max_time_in_seconds = max(0.01, min(2.0 * SUB_DETERMINISTIC_S, wall))
-        status = solver.Solve(model)
-        accepted = False
-        if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            new = {o: np.zeros_like(old[o]) for o in group}
-            for o in group:
-                for line, c, var in xs[o]:
-                    new[o][line, c] = solver.Value(var)
-            units_old = sum(int(old[o].sum()) for o in group)
-            units_new = sum(int(new[o].sum()) for o in group)
-            cost_old = math.fsum(self.cost(o, old[o]) for o in group)
-            cost_new = math.fsum(self.cost(o, new[o]) for o in group)
-            tol = 1e-9 * max(1.0, abs(cost_old))
-            if units_new > units_old or (units_new == units_old and cost_new < cost_old - tol):
-                accepted = True
-                self.improvements += 1
-                for o in group:
-                    self.commit(o, new[o])
-        if not accepted:
-            for o in group:
-                self.commit(o, old[o])
-
-    def run(self, deadline: float, max_passes: int = 6) -> tuple[int, bool]:
-        passes = 0
-        while passes < max_passes:
-            seeds = [
-                o
-                for o in range(len(self.orders))
-                if (self.shipments(o) > 1 and self.orders[o].full) or self.short(o)
-            ]
-            if not seeds:
-                return passes, False
-            passes += 1
-            before = self.improvements
-            group: list[int] = []
-            members: set[int] = set()
-            for o in seeds:
-                if time.perf_counter() >= deadline:
-                    return passes, True
-                if not ((self.shipments(o) > 1 and self.orders[o].full) or self.short(o)):
-                    continue
-                for p in [o, *self.related(o)]:
-                    if p not in members:
-                        members.add(p)
-                        group.append(p)
-                if len(group) >= NEIGHBOURHOOD:
-                    self.solve(sorted(group), deadline)
-                    group, members = [], set()
-            if group:
-                self.solve(sorted(group), deadline)
-            if time.perf_counter() >= deadline:
-                return passes, True
-            if self.improvements == before:
-                return passes, False
-        return passes, False
 
 
 def plan_batch(
