@@ -11,6 +11,7 @@ import numpy as np
 from ortools.sat.python import cp_model
 
 from omnistock.routing.batch_order import Order as _Order
+from omnistock.routing.cpsat import WALL_CAP_FACTOR
 from omnistock.routing.network import Network
 
 CANDIDATES = 8
@@ -160,7 +161,7 @@ class _Search:
         params.num_workers = 1
         params.random_seed = 0
         params.max_deterministic_time = SUB_DETERMINISTIC_S
-        params.max_time_in_seconds = max(0.01, min(2.0 * SUB_DETERMINISTIC_S, wall))
+        params.max_time_in_seconds = max(0.01, min(WALL_CAP_FACTOR * SUB_DETERMINISTIC_S, wall))
         status = solver.Solve(model)
         accepted = False
         if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):

@@ -153,7 +153,7 @@ def route(
     """Plan one order. Raises `RoutingError` naming the field of an invalid request.
 
     `time_limit_ms` bounds the CP-SAT search. With `deterministic` (the default) it is CP-SAT's
-    deterministic-time budget (wall clock capped at 2x), so repeated calls give identical plans;
+    deterministic-time budget (wall clock capped at 6x), so repeated calls give identical plans;
     otherwise it is a plain wall-clock limit.
     """
     started = time.perf_counter()
