@@ -49,12 +49,18 @@ def raise_for(reply: dict[str, Any], *, kind: str, ident: str, action: str) -> N
     if err == "below":
         raise BelowCommitted(shortages(reply))
     if err == "version":
-        raise VersionConflict(-1, int(reply["v"]))
+        raise VersionConflict(int(reply["want"]), int(reply["v"]))
     if err == "missing":
         raise NotFound(kind, ident)
     if err == "state":
         raise IllegalTransition(kind, ident, STATUS[reply["st"]].value, action)
     raise IllegalTransition(kind, ident, str(err), action)
+
+
+def parts(view: dict[str, Any]) -> list[int]:
+    """The partitions of every part of a reservation, as its header lists them (none when it has
+    a single part)."""
+    return [int(p) for p in view.get("parts") or ()]
 
 
 def record_lines(raw: list[list[Any]]) -> list[Line]:

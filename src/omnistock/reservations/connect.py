@@ -43,8 +43,9 @@ async def _wait_aof_needed(client: Any, durability: str, cluster: bool) -> bool:
     if durability == "fast":
         return False
     if cluster:
+        # One reply per primary, keyed by node.
         configs = await client.config_get("append*", target_nodes=RedisCluster.PRIMARIES)
-        values = list(configs.values()) if isinstance(configs, dict) else [configs]
+        values = list(configs.values())
         if all(
             _value(v, "appendonly") == "yes" and _value(v, "appendfsync") == "always"
             for v in values
@@ -59,13 +60,8 @@ async def _wait_aof_needed(client: Any, durability: str, cluster: bool) -> bool:
     return _value(config, "appendfsync") != "always"
 
 
-def _value(config: Any, name: str) -> str | None:
-    if isinstance(config, dict) and name not in config and config:
-        # cluster replies are keyed by node; take any node's view
-        first = next(iter(config.values()))
-        if isinstance(first, dict):
-            config = first
-    raw = config.get(name) if isinstance(config, dict) else None
+def _value(config: dict[Any, Any], name: str) -> str | None:
+    raw = config.get(name)
     return raw.decode() if isinstance(raw, bytes) else raw
 
 

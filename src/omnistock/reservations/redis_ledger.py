@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from omnistock.domain.errors import NotFound, VersionConflict
+from omnistock.domain.errors import NotFound
 from omnistock.domain.reservation import Reservation
 from omnistock.domain.stock import Adjustment, Line, Position, merge_lines
 from omnistock.reservations import codec, keys
@@ -104,8 +104,6 @@ class RedisLedger:
             "" if if_version is None else if_version,
         ]
         reply = codec.decode((await self._call("set_stock", [keys.tag(p)], args))[0])
-        if reply.get("err") == "version":
-            raise VersionConflict(if_version if if_version is not None else -1, int(reply["v"]))
         codec.raise_for(reply, kind="position", ident=f"{node_id}/{sku}", action="set")
         return codec.position(node_id, sku, reply["pos"])
 
@@ -210,14 +208,18 @@ class RedisLedger:
         home = self._home(reservation_id)
         view = await self._view(home, reservation_id)
         codec.raise_for(view, kind="reservation", ident=reservation_id, action="read")
-        lines = codec.record_lines(view["ln"])
-        others = [p for p in _parts(view) if p != home]
-        if others:
-            views = await asyncio.gather(*(self._view(p, reservation_id) for p in others))
-            for v in views:
-                if "ln" in v:
-                    lines += codec.record_lines(v["ln"])
-        return codec.reservation(reservation_id, view, codec.in_request_order(lines, view))
+        _others, lines = await self._all_lines(view, home, reservation_id)
+        return codec.reservation(reservation_id, view, lines)
+
+    async def _all_lines(
+        self, header: dict[str, Any], home: int, rid: str
+    ) -> tuple[list[int], list[Line]]:
+        """The other parts' partitions, and every line of the reservation in request order."""
+        others = [p for p in codec.parts(header) if p != home]
+        lines = codec.record_lines(header["ln"])
+        for view in await asyncio.gather(*(self._view(p, rid) for p in others)):
+            lines += codec.record_lines(view.get("ln", []))
+        return others, codec.in_request_order(lines, header)
 
     async def _finish_part(self, name: str, partition: int, op_id: str, rid: str) -> dict:
         return codec.decode(
@@ -242,8 +244,10 @@ class RedisLedger:
     # -- expiry ---------------------------------------------------------------------------------
 
     async def expire_due(self) -> int:
+        # A single server keeps one deadline set (and no pins): one call sweeps it all.
+        partitions = range(keys.PARTITIONS) if self.cluster else [0]
         replies = await asyncio.gather(
-            *(self._call("expire", [keys.tag(p)], [self._now()]) for p in range(keys.PARTITIONS))
+            *(self._call("expire", [keys.tag(p)], [self._now()]) for p in partitions)
         )
         stuck = [
             (p, rid.decode() if isinstance(rid, bytes) else rid)
@@ -253,7 +257,3 @@ class RedisLedger:
         if stuck:
             await resolve_stuck_pins(self, stuck)
         return sum(int(count) for count, _ in replies)
-
-
-def _parts(view: dict[str, Any]) -> list[int]:
-    return [int(p) for p in view.get("parts") or ()]

@@ -132,21 +132,12 @@ async def _unpin(ledger: RedisLedger, partition: int, rid: str) -> dict[str, Any
     return codec.decode(await ledger._call("unpin", [keys.tag(partition)], [ledger._now(), rid]))
 
 
-def _parts(view: dict[str, Any]) -> list[int]:
-    return [int(p) for p in view.get("parts") or ()]
-
-
 async def finish_multi_part(
     ledger: RedisLedger, name: str, op_id: str, rid: str, home: int
 ) -> Reservation:
     header = await ledger._view(home, rid)
     codec.raise_for(header, kind="reservation", ident=rid, action=name)
-    others = [p for p in _parts(header) if p != home]
-    views = await asyncio.gather(*(ledger._view(p, rid) for p in others))
-    lines = codec.record_lines(header["ln"])
-    for v in views:
-        lines += codec.record_lines(v.get("ln", []))
-    lines = codec.in_request_order(lines, header)
+    others, lines = await ledger._all_lines(header, home, rid)
 
     if name == "release":
         reply = await ledger._finish_part("release", home, op_id, rid)

@@ -268,8 +268,7 @@ def plan_batch(
     _check(search, stock, cap)
 
     plans = [
-        _build_plan(network, order, search.alloc[o], "batch", None)
-        for o, order in enumerate(orders)
+        _build_plan(network, order, search.alloc[o], "batch") for o, order in enumerate(orders)
     ]
     avoidable = [
         o for o, plan in enumerate(baseline_plans) if len(plan.shipments) > 1 and orders[o].full

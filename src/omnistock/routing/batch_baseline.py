@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import msgspec
 import numpy as np
 
+from omnistock.routing.assemble import assemble
 from omnistock.routing.batch_order import Order as _Order
 from omnistock.routing.cost import plan_cost, shipment_cost
 from omnistock.routing.engine import route
@@ -26,38 +27,10 @@ def _capacities(network: Network) -> list[int | None]:
     return [n.capacity_per_day for n in network.nodes]
 
 
-def _build_plan(
-    network: Network, order: _Order, alloc: np.ndarray, status: str, dist_all: np.ndarray | None
-) -> Plan:
-    shipments: list[Shipment] = []
-    for c in range(len(order.cand)):
-        column = alloc[:, c]
-        units = int(column.sum())
-        if units == 0:
-            continue
-        node = network.nodes[int(order.cand[c])]
-        km = float(order.dist[c])
-        lines = tuple(
-            ShipmentLine(sku=sku, qty=int(q))
-            for sku, q in zip(order.skus, column, strict=True)
-            if q
-        )
-        shipments.append(
-            Shipment(
-                node_id=node.node_id,
-                lines=lines,
-                distance_km=km,
-                cost=shipment_cost(node.cost, km, units),
-            )
-        )
-    shipped = alloc.sum(axis=1)
-    unfulfilled = tuple(
-        Unfulfilled(sku=sku, qty=int(q - s))
-        for sku, q, s in zip(order.skus, order.qty, shipped, strict=True)
-        if q > s
-    )
+def _build_plan(network: Network, order: _Order, alloc: np.ndarray, status: str) -> Plan:
+    shipments, unfulfilled = assemble(network, order.skus, order.qty, order.cand, order.dist, alloc)
     return Plan(
-        shipments=tuple(shipments),
+        shipments=shipments,
         total_cost=plan_cost(shipments),
         unfulfilled=unfulfilled,
         strategy="cost",

@@ -20,7 +20,8 @@ import time
 import numpy as np
 
 from omnistock.routing import candidates, cpsat, exact, greedy
-from omnistock.routing.cost import plan_cost, shipment_cost
+from omnistock.routing.assemble import assemble
+from omnistock.routing.cost import plan_cost
 from omnistock.routing.model import (
     STRATEGIES,
     Availability,
@@ -28,10 +29,7 @@ from omnistock.routing.model import (
     Plan,
     RouteRequest,
     RoutingError,
-    Shipment,
-    ShipmentLine,
     SolverInfo,
-    Unfulfilled,
 )
 from omnistock.routing.network import Network
 from omnistock.routing.problem import Problem, better
@@ -171,24 +169,8 @@ def route(
             problem, strategy, time_limit_ms, deterministic
         )
 
-    shipments: list[Shipment] = []
-    per_node = alloc.sum(axis=0)
-    for c in np.flatnonzero(per_node):  # only the nodes that ship: a few among many candidates
-        column = alloc[:, c]
-        units = int(per_node[c])
-        node = network.nodes[int(problem.node_index[c])]
-        local = store is not None and int(problem.node_index[c]) == store
-        km = 0.0 if local else float(problem.dist[c])
-        lines = tuple(
-            ShipmentLine(sku=sku, qty=int(q)) for sku, q in zip(skus, column, strict=True) if q
-        )
-        cost = 0.0 if local else shipment_cost(node.cost, km, units)
-        shipments.append(Shipment(node_id=node.node_id, lines=lines, distance_km=km, cost=cost))
-    shipped = alloc.sum(axis=1)
-    unfulfilled = tuple(
-        Unfulfilled(sku=sku, qty=int(q - s))
-        for sku, q, s in zip(skus, problem.qty, shipped, strict=True)
-        if q > s
+    shipments, unfulfilled = assemble(
+        network, skus, problem.qty, problem.node_index, problem.dist, alloc, free_node=store
     )
     pickup = None
     if store is not None:
@@ -201,7 +183,7 @@ def route(
         pickup = PickupInfo(node_id=node.node_id, local=not transfers, ready_in_minutes=ready)
     elapsed = (time.perf_counter() - started) * 1000.0
     return Plan(
-        shipments=tuple(shipments),
+        shipments=shipments,
         total_cost=plan_cost(shipments),
         unfulfilled=unfulfilled,
         strategy=strategy,

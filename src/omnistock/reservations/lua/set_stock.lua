@@ -9,7 +9,7 @@ local tag, node, sku = tag_of(ARGV[3]), ARGV[4], ARGV[5]
 local on_hand = tonumber(ARGV[6])
 local p = read_pos(tag, node, sku)
 if ARGV[8] ~= '' and tonumber(ARGV[8]) ~= p.v then
-  return remember(op, cjson.encode({ err = 'version', v = p.v }))
+  return remember(op, cjson.encode({ err = 'version', want = tonumber(ARGV[8]), v = p.v }))
 end
 if on_hand < p.rs + p.hd then
   return remember(op, cjson.encode({ err = 'below', short = { { node, sku, p.rs + p.hd, on_hand } } }))
