@@ -55,3 +55,10 @@ class IllegalTransition(DomainError):
         self.ident = ident
         self.status = status
         self.action = action
+
+
+class IdempotencyKeyReused(DomainError):
+    """An idempotency key already used for another request (another body or another path)."""
+
+    def __init__(self) -> None:
+        super().__init__("this Idempotency-Key was already used for another request")

@@ -14,10 +14,11 @@ from typing import Any
 
 import msgspec
 
-from omnistock.domain.errors import NotFound
+from omnistock.domain.errors import IdempotencyKeyReused, NotFound
 from omnistock.domain.reservation import Reservation
 from omnistock.domain.stock import Adjustment, Line, Position, merge_lines
 from omnistock.reservations import codec, keys
+from omnistock.reservations.claims import RequestClaim
 from omnistock.reservations.groups import Group
 from omnistock.reservations.runner import LedgerUnavailable, ScriptRunner
 from omnistock.reservations.sagas import (
@@ -58,11 +59,37 @@ class RedisLedger:
     def _now(self) -> str:
         return "" if self._clock is None else str(self._clock())
 
-    async def _call(self, name: str, keys_: Sequence[str], args: Sequence[Any]) -> Any:
-        """Runs a script, retrying when the reply was lost: every script is idempotent."""
+    async def _call(
+        self,
+        name: str,
+        keys_: Sequence[str],
+        args: Sequence[Any],
+        claim: RequestClaim | None = None,
+    ) -> Any:
+        """Runs a script, retrying when the reply was lost: every script is idempotent.
+
+        With a ``claim`` on a single server, the script first claims the operation id for the
+        request's fingerprint, in the same call (see _batch.lua)."""
+        if claim is not None and not self.cluster:
+            seen, *result = await self._call_once(name, keys_, args, claim.fingerprint)
+            _settle_claim(claim, seen)
+            return result[0] if result else None
+        return await self._call_once(name, keys_, args, "")
+
+    async def _claim(self, op_id: str, claim: RequestClaim | None) -> None:
+        """On a cluster a request claims its operation id in a call of its own, in the partition
+        of the id: the operation's own partitions depend on the request's body."""
+        if claim is not None and self.cluster:
+            p = keys.partition_of(op_id)
+            seen = await self._call_once("claim", [keys.tag(p)], [op_id, claim.fingerprint], "")
+            _settle_claim(claim, seen)
+
+    async def _call_once(
+        self, name: str, keys_: Sequence[str], args: Sequence[Any], fingerprint: str
+    ) -> Any:
         for attempt in range(self._attempts):
             try:
-                return await self._runner.op(name, keys_, args)
+                return await self._runner.op(name, keys_, args, fingerprint)
             except LedgerUnavailable:
                 if attempt == self._attempts - 1:
                     raise
@@ -90,8 +117,10 @@ class RedisLedger:
         *,
         safety_stock: int | None = None,
         if_version: int | None = None,
+        claim: RequestClaim | None = None,
     ) -> Position:
         check_set(op_id, node_id, sku, on_hand, safety_stock, if_version)
+        await self._claim(op_id, claim)
         p = keys.partition_of(sku)
         args = [
             self._now(),
@@ -103,23 +132,32 @@ class RedisLedger:
             "" if safety_stock is None else safety_stock,
             "" if if_version is None else if_version,
         ]
-        reply = codec.decode((await self._call("set_stock", [keys.tag(p)], args))[0])
+        reply = codec.decode((await self._call("set_stock", [keys.tag(p)], args, claim))[0])
         codec.raise_for(reply, kind="position", ident=f"{node_id}/{sku}", action="set")
         return codec.position(node_id, sku, reply["pos"])
 
-    async def adjust(self, op_id: str, adjustments: Sequence[Adjustment]) -> list[Position]:
+    async def adjust(
+        self,
+        op_id: str,
+        adjustments: Sequence[Adjustment],
+        *,
+        claim: RequestClaim | None = None,
+    ) -> list[Position]:
         check_adjustments(op_id, adjustments)
+        await self._claim(op_id, claim)
         items = [(keys.partition_of(a.sku), a) for a in adjustments]
         groups = self._group(items)
         if len(groups) == 1:
-            return await self._adjust_group(op_id, groups[0])
+            return await self._adjust_group(op_id, groups[0], claim)
         return await adjust_saga(self, op_id, groups, adjustments)
 
-    async def _adjust_group(self, op_id: str, group: Group) -> list[Position]:
+    async def _adjust_group(
+        self, op_id: str, group: Group, claim: RequestClaim | None = None
+    ) -> list[Position]:
         args: list[Any] = [self._now(), op_id]
         for p, a in group.items:
             args += [p, a.node_id, a.sku, a.delta, a.reason.value, a.ref or ""]
-        reply = codec.decode((await self._call("adjust", group.tags, args))[0])
+        reply = codec.decode((await self._call("adjust", group.tags, args, claim))[0])
         codec.raise_for(reply, kind="adjustment", ident=op_id, action="apply")
         seen = list(dict.fromkeys((a.node_id, a.sku) for _, a in group.items))
         return [codec.position(n, s, f) for (n, s), f in zip(seen, reply["pos"], strict=True)]
@@ -156,14 +194,23 @@ class RedisLedger:
     # -- reservations ---------------------------------------------------------------------------
 
     async def reserve(
-        self, op_id: str, lines: Sequence[Line], *, ttl_ms: int, order_ref: str | None = None
+        self,
+        op_id: str,
+        lines: Sequence[Line],
+        *,
+        ttl_ms: int,
+        order_ref: str | None = None,
+        claim: RequestClaim | None = None,
     ) -> Reservation:
         merged = merge_lines(list(lines))
         check_lines(op_id, merged, ttl_ms, order_ref)
+        await self._claim(op_id, claim)
         groups = self._group([(keys.partition_of(line.sku), line) for line in merged])
         rid = keys.reservation_id(op_id, groups[0].home, single=len(groups) == 1)
         if len(groups) == 1:
-            reply = await self._reserve_part(op_id, rid, groups[0], None, None, ttl_ms, order_ref)
+            reply = await self._reserve_part(
+                op_id, rid, groups[0], None, None, ttl_ms, order_ref, claim
+            )
             codec.raise_for(reply, kind="reservation", ident=rid, action="reserve")
             return codec.reservation(rid, reply | {"ref": order_ref}, merged)
         return await reserve_saga(self, op_id, rid, groups, merged, ttl_ms, order_ref)
@@ -177,6 +224,7 @@ class RedisLedger:
         order: list[Line] | None,
         ttl_ms: int,
         order_ref: str | None,
+        claim: RequestClaim | None = None,
     ) -> dict[str, Any]:
         """``parts`` and ``order`` go to the header part only: the partitions of every part, and
         the request's line order so a multi-part reservation reads back as it was asked for."""
@@ -191,7 +239,7 @@ class RedisLedger:
         ]
         for p, line in group.items:
             args += [p, line.node_id, line.sku, line.qty]
-        return codec.decode((await self._call("reserve", group.tags, args))[0])
+        return codec.decode((await self._call("reserve", group.tags, args, claim))[0])
 
     def _home(self, rid: str) -> int:
         home = keys.home_of(rid)
@@ -221,23 +269,31 @@ class RedisLedger:
             lines += codec.record_lines(view.get("ln", []))
         return others, codec.in_request_order(lines, header)
 
-    async def _finish_part(self, name: str, partition: int, op_id: str, rid: str) -> dict:
-        return codec.decode(
-            (await self._call(name, [keys.tag(partition)], [self._now(), op_id, rid]))[0]
-        )
+    async def _finish_part(
+        self, name: str, partition: int, op_id: str, rid: str, claim: RequestClaim | None = None
+    ) -> dict:
+        args = [self._now(), op_id, rid]
+        return codec.decode((await self._call(name, [keys.tag(partition)], args, claim))[0])
 
-    async def commit(self, op_id: str, reservation_id: str) -> Reservation:
-        return await self._finish("commit", op_id, reservation_id)
+    async def commit(
+        self, op_id: str, reservation_id: str, *, claim: RequestClaim | None = None
+    ) -> Reservation:
+        return await self._finish("commit", op_id, reservation_id, claim)
 
-    async def release(self, op_id: str, reservation_id: str) -> Reservation:
-        return await self._finish("release", op_id, reservation_id)
+    async def release(
+        self, op_id: str, reservation_id: str, *, claim: RequestClaim | None = None
+    ) -> Reservation:
+        return await self._finish("release", op_id, reservation_id, claim)
 
-    async def _finish(self, name: str, op_id: str, rid: str) -> Reservation:
+    async def _finish(
+        self, name: str, op_id: str, rid: str, claim: RequestClaim | None
+    ) -> Reservation:
         check_op(op_id)
         home = self._home(rid)
+        await self._claim(op_id, claim)
         if keys.is_multi_part(rid):
             return await finish_multi_part(self, name, op_id, rid, home)
-        reply = await self._finish_part(name, home, op_id, rid)
+        reply = await self._finish_part(name, home, op_id, rid, claim)
         codec.raise_for(reply, kind="reservation", ident=rid, action=name)
         return codec.reservation(rid, reply, codec.record_lines(reply["ln"]))
 
@@ -257,3 +313,9 @@ class RedisLedger:
         if stuck:
             await resolve_stuck_pins(self, stuck)
         return sum(int(count) for count, _ in replies)
+
+
+def _settle_claim(claim: RequestClaim, seen: Any) -> None:
+    if int(seen) == 2:
+        raise IdempotencyKeyReused()
+    claim.replayed = int(seen) == 1

@@ -63,6 +63,7 @@ class _Item:
     keys: Sequence[str]
     args: Sequence[Any]
     future: asyncio.Future
+    fingerprint: str = ""
 
 
 class ScriptRunner:
@@ -92,9 +93,13 @@ class ScriptRunner:
         self._slots: dict[str, int] = {}
         self._in_flight = 0
 
-    async def op(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Runs one operation of the ledger script; ``keys`` are its partition tags."""
-        return await self._enqueue(_Item(name, None, keys, args, self._future()))
+    async def op(
+        self, name: str, keys: Sequence[str], args: Sequence[Any], fingerprint: str = ""
+    ) -> Any:
+        """Runs one operation of the ledger script; ``keys`` are its partition tags. With a
+        ``fingerprint`` (single server only) the script first claims the operation id for it and
+        the reply is ``[claim, result]`` (see _batch.lua)."""
+        return await self._enqueue(_Item(name, None, keys, args, self._future(), fingerprint))
 
     async def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Runs any other script, one EVALSHA, through the same pipelines."""
@@ -139,7 +144,14 @@ class ScriptRunner:
             # slots); each operation names its own partitions among the arguments.
             argv: list[Any] = [self._one_server, len(group)]
             for item in group:
-                argv += (item.name, len(item.keys), len(item.args), *item.keys, *item.args)
+                argv += (
+                    item.name,
+                    len(item.keys),
+                    len(item.args),
+                    item.fingerprint,
+                    *item.keys,
+                    *item.args,
+                )
             command = ("EVALSHA", self._ledger.sha, 1, group[0].keys[0], *argv)
             commands.append((command, group))
         return commands

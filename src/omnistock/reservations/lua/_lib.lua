@@ -241,6 +241,19 @@ local function replay(op)
   return redis.call('GET', op_key(op))
 end
 
+-- Idempotency keys of the API: the fingerprint of the request first made under an operation id,
+-- so that another request reusing the id is refused instead of replayed. Returns 0 the first time
+-- (and remembers it), 1 for the same request again, 2 for another request.
+local function claim(fkey, fp)
+  local seen = redis.call('GET', fkey)
+  if not seen then
+    redis.call('SET', fkey, fp, 'PX', OP_TTL_MS)
+    return 0
+  end
+  if seen == fp then return 1 end
+  return 2
+end
+
 local function remember(op, result)
   redis.call('SET', op_key(op), result, 'PX', OP_TTL_MS)
   return { result, 0 }
