@@ -9,7 +9,7 @@ class DomainError(Exception):
     """Base class of every rule violation the domain reports."""
 
 
-class InvalidInput(DomainError):
+class InvalidInput(DomainError, ValueError):
     def __init__(self, field: str, detail: str) -> None:
         super().__init__(f"{field}: {detail}")
         self.field = field

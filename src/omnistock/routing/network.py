@@ -10,50 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-import msgspec
 import numpy as np
+
+from omnistock.domain.node import NODE_KINDS, Cost, Node, check_node
 
 EARTH_RADIUS_KM = 6371.0088
 """Mean Earth radius (IUGG); haversine distances are within about 0.5 % of geodesic ones."""
 
-NODE_KINDS = frozenset({"warehouse", "store", "dark_store", "dropship"})
-
-
-class Cost(msgspec.Struct, frozen=True):
-    """Cost parameters of shipping from a node; all non-negative (the lower bounds rely on it)."""
-
-    per_shipment: float = 0.0
-    per_km: float = 0.0
-    per_unit: float = 0.0
-
-
-class Node(msgspec.Struct, frozen=True):
-    """A place that holds stock. Only `ships` nodes ship to a customer destination."""
-
-    node_id: str
-    lat: float
-    lon: float
-    kind: str = "warehouse"
-    ships: bool = True
-    pickup: bool = False
-    cost: Cost = msgspec.field(default_factory=Cost)
-    priority: int = 100
-    capacity_per_day: int | None = None
-    pickup_ready_minutes: int = 30
-    name: str = ""
-
-
-def _check_node(node: Node) -> None:
-    if node.kind not in NODE_KINDS:
-        raise ValueError(f"node {node.node_id!r}: unknown kind {node.kind!r}")
-    if not (math.isfinite(node.lat) and -90.0 <= node.lat <= 90.0):
-        raise ValueError(f"node {node.node_id!r}: lat out of range")
-    if not (math.isfinite(node.lon) and -180.0 <= node.lon <= 180.0):
-        raise ValueError(f"node {node.node_id!r}: lon out of range")
-    for name in ("per_shipment", "per_km", "per_unit"):
-        value = getattr(node.cost, name)
-        if not (math.isfinite(value) and value >= 0.0):
-            raise ValueError(f"node {node.node_id!r}: cost.{name} must be finite and >= 0")
+__all__ = ["EARTH_RADIUS_KM", "NODE_KINDS", "Cost", "Network", "Node", "haversine_km"]
 
 
 def haversine_km(
@@ -78,7 +42,7 @@ class Network:
             if node.node_id in seen:
                 raise ValueError(f"duplicate node id {node.node_id!r}")
             seen.add(node.node_id)
-            _check_node(node)
+            check_node(node)
         self.nodes: tuple[Node, ...] = tuple(ordered)
         self.node_ids: tuple[str, ...] = tuple(n.node_id for n in ordered)
         self._index = {node_id: i for i, node_id in enumerate(self.node_ids)}

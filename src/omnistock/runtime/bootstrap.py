@@ -1,17 +1,25 @@
-"""The composition root: builds the ledger runtime from settings, and takes it down in order."""
+"""The composition root: builds the ledger runtime and the services the API uses from settings,
+and takes them down in order."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from omnistock.api.auth import ApiKeys, resolve_keys
+from omnistock.api.metrics import Metrics
 from omnistock.reservations.connect import LedgerConnection, open_ledger
 from omnistock.reservations.redis_ledger import RedisLedger
 from omnistock.reservations.sweeper import Sweeper
 from omnistock.runtime.settings import Settings
 from omnistock.runtime.valkey_server import EmbeddedValkey
+from omnistock.store.catalog import NodeCatalog
+from omnistock.store.database import create_schema, default_url, open_engine
 
 log = logging.getLogger("omnistock.runtime")
 
@@ -64,3 +72,66 @@ async def ledger_runtime(
     finally:
         if owned is not None:
             owned.stop()
+
+
+@dataclass
+class Services:
+    """Everything a request handler uses, built once per worker in the app's lifespan."""
+
+    settings: Settings
+    runtime: LedgerRuntime
+    engine: AsyncEngine
+    catalog: NodeCatalog
+    keys: ApiKeys
+    metrics: Metrics
+
+    @property
+    def ledger(self) -> RedisLedger:
+        return self.runtime.ledger
+
+
+async def _every(interval_s: float, name: str, action: Callable[[], Awaitable[object]]) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await action()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a dependency down: keep going, readiness reports it
+            log.debug("%s failed: %s", name, exc)
+
+
+@contextlib.asynccontextmanager
+async def service_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Services]:
+    """The ledger runtime, the database and the catalog, the API keys, and the background
+    tasks that keep the catalog cache and the shared metrics fresh."""
+    keys = resolve_keys(settings.api_keys, settings.data_dir)
+    url = settings.database_url or default_url(settings.data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = open_engine(url, timeout_s=settings.db_timeout_s)
+    try:
+        await create_schema(engine)
+        catalog = NodeCatalog(engine)
+        await catalog.refresh()
+        async with ledger_runtime(settings) as runtime:
+            services = Services(settings, runtime, engine, catalog, keys, metrics)
+            tasks = [
+                asyncio.create_task(_every(1.0, "catalog refresh", catalog.refresh)),
+                asyncio.create_task(_every(1.0, "metrics flush", _flush(services))),
+            ]
+            try:
+                yield services
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await engine.dispose()
+
+
+def _flush(services: Services) -> Callable[[], Awaitable[None]]:
+    async def flush() -> None:
+        services.metrics.outcomes["expired"] = services.runtime.sweeper.expired_total
+        services.metrics.flush()
+
+    return flush

@@ -23,6 +23,8 @@ class Settings(msgspec.Struct, frozen=True):
     api_keys: str | None = None
     sweep_interval_ms: int = 1000
     redis_timeout_s: float = 2.0
+    request_timeout_s: float = 2.5
+    db_timeout_s: float = 2.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -39,6 +41,8 @@ class Settings(msgspec.Struct, frozen=True):
             api_keys=env.get("OMNISTOCK_API_KEYS") or None,
             sweep_interval_ms=_int(env, "OMNISTOCK_SWEEP_INTERVAL_MS", 1000, low=10),
             redis_timeout_s=_int(env, "OMNISTOCK_REDIS_TIMEOUT_MS", 2000, low=50) / 1000,
+            request_timeout_s=_int(env, "OMNISTOCK_REQUEST_TIMEOUT_MS", 2500, low=50) / 1000,
+            db_timeout_s=_int(env, "OMNISTOCK_DB_TIMEOUT_MS", 2000, low=50) / 1000,
         )
 
 

@@ -1,0 +1,69 @@
+"""The Litestar app factory.
+
+``create_app`` builds the app; settings are read when it is called, never at import, and every
+connection (Redis, database) is opened in the lifespan by the composition root
+(``omnistock.runtime.bootstrap.service_runtime``). ``create_asgi`` wraps the app in the edge layer
+(request deadline, content type, metrics): it is what the server runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+
+from omnistock.api.controllers.availability import AvailabilityController
+from omnistock.api.controllers.nodes import NodesController
+from omnistock.api.controllers.reservations import ReservationsController
+from omnistock.api.controllers.service import DiagnosticsController, ServiceController
+from omnistock.api.controllers.stock import StockController
+from omnistock.api.edge import Edge
+from omnistock.api.metrics import Metrics
+from omnistock.api.problems import handle
+from omnistock.runtime.bootstrap import service_runtime
+from omnistock.runtime.settings import Settings
+
+MAX_BODY_BYTES = 1_048_576
+OPENAPI_PATH = "/schema"
+"""The OpenAPI document is at /schema/openapi.json, the interactive docs at /schema/swagger."""
+
+
+def create_app(settings: Settings | None = None, metrics: Metrics | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+    metrics = metrics or Metrics(settings.data_dir / "metrics")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with service_runtime(settings, metrics) as services:
+            app.state.services = services
+            yield
+
+    return Litestar(
+        route_handlers=[
+            ServiceController,
+            DiagnosticsController,
+            NodesController,
+            StockController,
+            AvailabilityController,
+            ReservationsController,
+        ],
+        lifespan=[lifespan],
+        exception_handlers={Exception: handle},
+        request_max_body_size=MAX_BODY_BYTES,
+        openapi_config=OpenAPIConfig(
+            title="omnistock",
+            version="1.0.0",
+            description="Real-time inventory ledger and order routing.",
+            path=OPENAPI_PATH,
+        ),
+        logging_config=None,
+    )
+
+
+def create_asgi(settings: Settings | None = None) -> Edge:
+    """The app as served: the Litestar app inside the edge layer."""
+    settings = settings or Settings.from_env()
+    metrics = Metrics(settings.data_dir / "metrics")
+    return Edge(create_app(settings, metrics), metrics, deadline_s=settings.request_timeout_s)

@@ -1,0 +1,153 @@
+"""API keys and roles: ``Authorization: Bearer <key>``.
+
+Keys are kept only as SHA-256 digests and named in logs by a short key id (the digest's first
+12 hex characters). A presented key is hashed and its digest compared with every stored one.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers import BaseRouteHandler
+
+
+class Role(enum.IntEnum):
+    STOREFRONT = 1
+    OMS = 2
+    ADMIN = 3
+
+
+ROLE_NAMES = {role.name.lower(): role for role in Role}
+KEY_FILE = "api-keys"
+
+
+class KeyConfigError(ValueError):
+    """OMNISTOCK_API_KEYS or the key file cannot be read; the message says where."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    key_id: str
+    role: Role
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ApiKeys:
+    def __init__(self, digests: dict[str, Role]) -> None:
+        self._by_digest = dict(digests)
+
+    def __len__(self) -> int:
+        return len(self._by_digest)
+
+    @classmethod
+    def parse(cls, spec: str) -> ApiKeys:
+        """``key1:admin,key2:oms`` as in OMNISTOCK_API_KEYS."""
+        digests: dict[str, Role] = {}
+        for i, item in enumerate(p.strip() for p in spec.split(",")):
+            if not item:
+                continue
+            key, sep, role = item.rpartition(":")
+            if not sep or not key or role.strip().lower() not in ROLE_NAMES:
+                raise KeyConfigError(
+                    f"OMNISTOCK_API_KEYS entry {i + 1} must be <key>:<role> with role one of "
+                    + ", ".join(ROLE_NAMES)
+                )
+            if len(key) < 16:
+                raise KeyConfigError(f"OMNISTOCK_API_KEYS entry {i + 1}: keys need 16+ characters")
+            digests[digest(key)] = ROLE_NAMES[role.strip().lower()]
+        if not digests:
+            raise KeyConfigError("OMNISTOCK_API_KEYS names no key")
+        return cls(digests)
+
+    @classmethod
+    def load(cls, path: Path) -> ApiKeys:
+        """A key file: one ``<sha256 hex>:<role>`` per line."""
+        digests: dict[str, Role] = {}
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip() or line.startswith("#"):
+                continue
+            hexdigest, _, role = line.strip().partition(":")
+            if len(hexdigest) != 64 or role not in ROLE_NAMES:
+                raise KeyConfigError(f"{path}:{n}: expected <sha256 hex>:<role>")
+            digests[hexdigest] = ROLE_NAMES[role]
+        return cls(digests)
+
+    def authenticate(self, key: str) -> Principal | None:
+        """Every stored digest is compared, each in constant time, so neither which key matched
+        nor how much of it did shows in the time taken."""
+        presented = digest(key)
+        found: Role | None = None
+        for stored, role in self._by_digest.items():
+            if hmac.compare_digest(stored, presented):
+                found = role
+        return None if found is None else Principal(presented[:12], found)
+
+
+def first_start_admin_key(data_dir: Path) -> tuple[ApiKeys, str | None]:
+    """The keys of the data directory's key file, creating it with one new admin key when there
+    is none. Returns the keys, and the new key itself the one time it is created."""
+    path = data_dir / KEY_FILE
+    if path.exists():
+        return ApiKeys.load(path), None
+    key = "osk_" + secrets.token_urlsafe(32)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"# omnistock API keys: <sha256 of key>:<role>\n{digest(key)}:admin\n")
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return ApiKeys.load(path), key
+
+
+def resolve_keys(spec: str | None, data_dir: Path) -> ApiKeys:
+    """Keys from OMNISTOCK_API_KEYS when set, else from the data directory's key file."""
+    if spec:
+        return ApiKeys.parse(spec)
+    path = data_dir / KEY_FILE
+    if not path.exists():
+        raise KeyConfigError(f"no OMNISTOCK_API_KEYS and no key file at {path}")
+    return ApiKeys.load(path)
+
+
+def _principal(connection: ASGIConnection) -> Principal:
+    cached = connection.scope.get("principal")  # type: ignore[typeddict-item]
+    if cached is not None:
+        return cached
+    header = connection.headers.get("authorization")
+    if not header:
+        raise NotAuthorizedException("missing Authorization: Bearer <key>")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise NotAuthorizedException("Authorization must be Bearer <key>")
+    keys: ApiKeys = connection.app.state.services.keys
+    principal = keys.authenticate(key.strip())
+    if principal is None:
+        raise NotAuthorizedException("unknown API key")
+    connection.scope["principal"] = principal  # type: ignore[typeddict-unknown-key]
+    return principal
+
+
+def requires(role: Role):
+    """A guard admitting keys of ``role`` or higher."""
+
+    def guard(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:
+        principal = _principal(connection)
+        if principal.role < role:
+            needed, held = role.name.lower(), principal.role.name.lower()
+            raise PermissionDeniedException(f"this needs the {needed} role; the key has {held}")
+
+    guard.__name__ = f"requires_{role.name.lower()}"
+    return guard
+
+
+def principal_of(connection: ASGIConnection) -> Principal:
+    return _principal(connection)

@@ -1,0 +1,109 @@
+"""Availability (storefront): what can be sold, per node, optionally near a point."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from litestar import Controller, get, post
+from litestar.datastructures import State
+from litestar.params import Parameter
+
+from omnistock.api.auth import Role, requires
+from omnistock.api.paths import checked_id, point
+from omnistock.api.schemas import (
+    AvailabilityItems,
+    AvailabilityQuery,
+    NodeAvailability,
+    SkuAvailability,
+)
+from omnistock.domain.errors import InvalidInput
+from omnistock.domain.stock import Position
+from omnistock.store.catalog import NodeCatalog
+
+EARTH_RADIUS_KM = 6371.0088
+
+
+def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(min(1.0, a)))
+
+
+class Scope:
+    """Which nodes a query looks at, and from where: node filter, point and radius."""
+
+    def __init__(
+        self,
+        node_ids: Sequence[str] | None,
+        near: tuple[float, float] | None,
+        radius_km: float | None,
+    ) -> None:
+        if radius_km is not None and near is None:
+            raise InvalidInput("radius_km", "needs near=lat,lon")
+        self.node_ids = frozenset(node_ids) if node_ids else None
+        self.near = near
+        self.radius_km = radius_km
+
+    def of(self, sku: str, positions: list[Position], catalog: NodeCatalog) -> SkuAvailability:
+        rows: list[NodeAvailability] = []
+        for p in positions:
+            if self.node_ids is not None and p.node_id not in self.node_ids:
+                continue
+            if self.near is None:
+                rows.append(NodeAvailability(p.node_id, p.available))
+                continue
+            node = catalog.cached(p.node_id)
+            if node is None:
+                continue
+            km = _km(self.near[0], self.near[1], node.lat, node.lon)
+            if self.radius_km is not None and km > self.radius_km:
+                continue
+            rows.append(NodeAvailability(p.node_id, p.available, round(km, 3)))
+        if self.near is not None:
+            rows.sort(key=lambda r: (r.distance_km, r.node_id))
+        return SkuAvailability(sku, sum(r.available for r in rows), rows)
+
+
+class AvailabilityController(Controller):
+    path = "/v1/availability"
+    tags = ["availability"]
+    guards = [requires(Role.STOREFRONT)]
+
+    @get(
+        "/{sku:str}",
+        operation_id="getAvailability",
+        summary="Available quantity of one SKU, per node; near=lat,lon sorts by distance",
+    )
+    async def one(
+        self,
+        state: State,
+        sku: str,
+        near: str | None = None,
+        radius_km: float | None = Parameter(default=None, gt=0, le=20_100),
+        node_id: list[str] | None = None,
+    ) -> SkuAvailability:
+        checked_id("sku", sku)
+        for n in node_id or ():
+            checked_id("node_id", n)
+        scope = Scope(node_id, point("near", near) if near is not None else None, radius_km)
+        services = state.services
+        positions = (await services.ledger.availability_many([sku]))[sku]
+        return scope.of(sku, positions, services.catalog)
+
+    @post(
+        "/query",
+        operation_id="queryAvailability",
+        summary="Availability of up to 500 SKUs at once",
+        status_code=200,
+    )
+    async def many(self, state: State, data: AvailabilityQuery) -> AvailabilityItems:
+        near = data.near
+        where = (
+            point("near", near) if isinstance(near, str) else (near.lat, near.lon) if near else None
+        )
+        scope = Scope(data.node_ids, where, data.radius_km)
+        services = state.services
+        found = await services.ledger.availability_many(data.skus)
+        return AvailabilityItems([scope.of(s, found[s], services.catalog) for s in found])

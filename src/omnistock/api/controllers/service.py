@@ -1,0 +1,80 @@
+"""Service endpoints: liveness, readiness, metrics, and the no-op endpoints benchmarks compare
+against."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from litestar import Controller, Response, get, post
+from litestar.datastructures import State
+
+from omnistock.api.auth import Role, requires
+from omnistock.api.schemas import Health, NoopOut, Readiness
+from omnistock.reservations import keys
+from omnistock.store.database import ping
+
+READY_TIMEOUT_S = 1.0
+
+
+class ServiceController(Controller):
+    tags = ["service"]
+
+    @get("/healthz", operation_id="health", summary="The process is alive")
+    async def health(self) -> Health:
+        return Health("ok")
+
+    @get("/readyz", operation_id="readiness", summary="Redis and the database both answer")
+    async def readiness(self, state: State) -> Response[Readiness]:
+        services = state.services
+        redis_ok, db_ok = await asyncio.gather(
+            _check(services.runtime.connection.runner.op("ping", [keys.tag(0)], ())),
+            _check(ping(services.engine)),
+        )
+        checks = {"redis": redis_ok, "database": db_ok}
+        ready = all(v == "ok" for v in checks.values())
+        return Response(
+            Readiness("ready" if ready else "unavailable", checks),
+            status_code=200 if ready else 503,
+        )
+
+    @get(
+        "/metrics",
+        operation_id="metrics",
+        summary="Prometheus metrics",
+        media_type="text/plain; version=0.0.4",
+        guards=[requires(Role.STOREFRONT)],
+    )
+    async def metrics(self, state: State) -> str:
+        return state.services.metrics.render()
+
+
+async def _check(call: Any) -> str:
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            await call
+        return "ok"
+    except Exception as exc:
+        return f"failed: {type(exc).__name__}"
+
+
+class DiagnosticsController(Controller):
+    """No-op endpoints through the same app, auth and body decoding: the peers of the HTTP
+    benchmark."""
+
+    path = "/v1/diagnostics"
+    tags = ["service"]
+    guards = [requires(Role.STOREFRONT)]
+
+    @get("/noop", operation_id="noopGet", summary="Does nothing (benchmark peer)")
+    async def noop_get(self) -> NoopOut:
+        return NoopOut(True)
+
+    @post(
+        "/noop",
+        operation_id="noopPost",
+        summary="Decodes its JSON body, does nothing",
+        status_code=200,
+    )
+    async def noop_post(self, data: dict[str, Any]) -> NoopOut:
+        return NoopOut(True)

@@ -1,0 +1,109 @@
+"""The outermost ASGI layer: request deadline, content type, and per-route metrics.
+
+It wraps the whole Litestar app, so it sees every response (routing misses and auth failures
+included) and can answer 503 itself when a request runs past its deadline: with a dependency
+hung, the client gets a problem+json 503 within the request timeout, never a hang. A request cut
+off this way may still have been applied by the ledger; retrying it with the same
+Idempotency-Key is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import msgspec
+
+from omnistock.api.metrics import Metrics
+from omnistock.api.schemas import Problem
+
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+
+
+def _problem_bytes(status: int, title: str, detail: str, field: str | None = None) -> bytes:
+    slug = "dependency-unavailable" if status == 503 else "unsupported-media-type"
+    return msgspec.json.encode(
+        Problem(f"urn:omnistock:problem:{slug}", title, status, detail, field)
+    )
+
+
+class Edge:
+    def __init__(self, app: Any, metrics: Metrics, *, deadline_s: float) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.deadline_s = deadline_s
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        state = [0]  # the status once the response has started
+
+        async def send_tracked(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                state[0] = message["status"]
+            await send(message)
+
+        try:
+            if scope["method"] in _WITH_BODY and not _json_or_empty(scope["headers"]):
+                await _answer(
+                    send_tracked,
+                    415,
+                    _problem_bytes(
+                        415,
+                        "Unsupported media type",
+                        "send the body as application/json",
+                        "Content-Type",
+                    ),
+                )
+                return
+            async with asyncio.timeout(self.deadline_s):
+                await self.app(scope, receive, send_tracked)
+        except TimeoutError:
+            if state[0]:
+                raise
+            await _answer(
+                send_tracked,
+                503,
+                _problem_bytes(
+                    503,
+                    "Dependency unavailable",
+                    f"no answer within the request timeout of {self.deadline_s:g} s",
+                ),
+                retry_after=True,
+            )
+        finally:
+            route = scope.get("path_template") or "unmatched"
+            self.metrics.observe(
+                route, scope["method"], state[0] or 500, time.perf_counter() - start
+            )
+
+
+def _json_or_empty(headers: list[tuple[bytes, bytes]]) -> bool:
+    """A body must be JSON; a request without one (commit, release) needs no content type."""
+    content_type = None
+    has_body = False
+    for name, value in headers:
+        if name == b"content-type":
+            content_type = value
+        elif name == b"content-length":
+            has_body = value.strip() not in (b"0", b"")
+        elif name == b"transfer-encoding":
+            has_body = True
+    if content_type is None:
+        return not has_body
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or media.endswith(b"+json")
+
+
+async def _answer(send: Any, status: int, body: bytes, *, retry_after: bool = False) -> None:
+    headers = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if retry_after:
+        headers.append((b"retry-after", b"1"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
