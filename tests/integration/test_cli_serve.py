@@ -10,16 +10,21 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import redis
 
-READY = re.compile(r"omnistock ledger up: valkey at (redis://\S+)")
+from omnistock.runtime.valkey_server import free_port
+
+READY = re.compile(r"omnistock listening on \S+ .*valkey at (redis://\S+)")
 
 
 def _start(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
+    """Starts ``serve`` and returns once it reported its Valkey and answers /readyz."""
     env = {**os.environ, "OMNISTOCK_DATA_DIR": str(data_dir)}
     env.pop("OMNISTOCK_REDIS_URL", None)
+    port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "omnistock.runtime.cli", "serve"],
+        [sys.executable, "-m", "omnistock.runtime.cli", "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -29,9 +34,21 @@ def _start(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
     assert proc.stdout is not None
     for line in proc.stdout:
         if match := READY.search(line):
+            _wait_ready(port, deadline)
             return proc, match.group(1)
         assert time.monotonic() < deadline, "serve did not report ready"
     raise AssertionError(f"serve exited early with {proc.wait()}")
+
+
+def _wait_ready(port: int, deadline: float) -> None:
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "serve did not answer /readyz"
+        time.sleep(0.1)
 
 
 def _valkey_pid(url: str) -> int:

@@ -135,3 +135,15 @@ def _flush(services: Services) -> Callable[[], Awaitable[None]]:
         services.metrics.flush()
 
     return flush
+
+
+async def prepare_database(settings: Settings) -> None:
+    """Creates the schema once, before workers start, so they never race to create it."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = open_engine(
+        settings.database_url or default_url(settings.data_dir), timeout_s=settings.db_timeout_s
+    )
+    try:
+        await create_schema(engine)
+    finally:
+        await engine.dispose()

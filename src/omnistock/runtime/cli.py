@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import shutil
 import signal
 import sys
 
-from omnistock.runtime.bootstrap import ledger_runtime
 from omnistock.runtime.settings import Settings, SettingsError
 
 log = logging.getLogger("omnistock")
@@ -21,40 +22,79 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser(
         "serve",
-        help="run the service (embedded Valkey under OMNISTOCK_DATA_DIR unless "
-        "OMNISTOCK_REDIS_URL is set)",
+        help="run the HTTP API (embedded Valkey and SQLite under OMNISTOCK_DATA_DIR unless "
+        "OMNISTOCK_REDIS_URL / OMNISTOCK_DATABASE_URL are set)",
     )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     return parser
 
 
-async def _serve_ledger(settings: Settings) -> int:
-    """Runs the ledger runtime (embedded Valkey, ledger, sweeper) until SIGINT/SIGTERM or until
-    the embedded Valkey dies, which is reported and ends the process with status 1."""
-    stop = asyncio.Event()
+def serve(settings: Settings, host: str, port: int, workers: int) -> int:
+    """Prepares what the workers share (API keys, database schema, the embedded Valkey), then
+    runs the API on granian until SIGINT/SIGTERM. Granian lets in-flight requests finish; the
+    embedded Valkey stops last. A crashed embedded Valkey ends the service with status 1."""
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    from omnistock.api.auth import KeyConfigError, first_start_admin_key, resolve_keys
+    from omnistock.runtime.bootstrap import prepare_database, start_embedded_valkey
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if settings.api_keys:
+            resolve_keys(settings.api_keys, settings.data_dir)
+        else:
+            _keys, created = first_start_admin_key(settings.data_dir)
+            if created:
+                print(
+                    f"omnistock: created an admin API key (shown once, stored only as a hash in "
+                    f"{settings.data_dir / 'api-keys'}):\n  {created}",
+                    flush=True,
+                )
+    except KeyConfigError as exc:
+        print(f"omnistock: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(prepare_database(settings))
+    shutil.rmtree(settings.data_dir / "metrics", ignore_errors=True)
+
+    embedded = None
     crashed: list[int] = []
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with ledger_runtime(settings) as runtime:
-        if runtime.embedded is not None:
+    if settings.redis_url is None:
+        embedded = start_embedded_valkey(settings)
+        os.environ["OMNISTOCK_REDIS_URL"] = embedded.url
+        os.environ["OMNISTOCK_REDIS_CLUSTER"] = "0"
 
-            def on_exit(code: int) -> None:
-                crashed.append(code)
-                loop.call_soon_threadsafe(stop.set)
+        def on_exit(code: int) -> None:
+            crashed.append(code)
+            log.error("the embedded valkey-server exited unexpectedly with code %s", code)
+            os.kill(os.getpid(), signal.SIGTERM)
 
-            runtime.embedded.monitor(on_exit)
+        embedded.monitor(on_exit)
+    os.environ["OMNISTOCK_DATA_DIR"] = str(settings.data_dir)
+    try:
         print(
-            f"omnistock ledger up: valkey at {runtime.redis_url} "
-            f"({'embedded' if runtime.embedded else 'external'}, "
-            f"durability={settings.durability})",
+            f"omnistock listening on http://{host}:{port} ({workers} worker(s); valkey at "
+            f"{os.environ.get('OMNISTOCK_REDIS_URL')} "
+            f"({'embedded' if embedded else 'external'}, durability={settings.durability}); "
+            f"database {'external' if settings.database_url else 'sqlite'})",
             flush=True,
         )
-        await stop.wait()
+        Granian(
+            "omnistock.api.app:create_asgi",
+            address=host,
+            port=port,
+            interface=Interfaces.ASGI,
+            workers=workers,
+            factory=True,
+            log_access=False,
+            workers_kill_timeout=30,
+        ).serve()
+    finally:
+        if embedded is not None:
+            embedded.stop()
     if crashed:
-        log.error("the embedded valkey-server exited unexpectedly with code %s", crashed[0])
         return 1
     print("omnistock stopped", flush=True)
     return 0
@@ -69,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"omnistock: {exc}", file=sys.stderr)
         return 2
     if args.command == "serve":
-        return asyncio.run(_serve_ledger(settings))
+        return serve(settings, args.host, args.port, max(1, args.workers))
     return 2
 
 
