@@ -469,7 +469,8 @@ def markdown(report: dict[str, Any]) -> str:
         "Per-round ratios: reserve-release/noop-post "
         f"{[round(x, 2) for x in per_round['reserve-release_vs_noop-post']]}, "
         f"availability/noop-get {[round(x, 2) for x in per_round['availability_vs_noop-get']]}. "
-        f"Units left reserved at {NODE} after the run: {report['reserved_left']}; "
+        f"Units left reserved at {NODE} after the run: {report['reserved_left']}; server exit "
+        f"code after SIGTERM: {report['server_exit_code']}; "
         f"problems: {_first(report['problems'])}.",
         "",
         "Each reserve and each release is one request (req/s counts both). Client CPU µs/req: "

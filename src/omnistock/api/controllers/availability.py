@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from litestar import Controller, get, post
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from omnistock.api.auth import Role, requires
 from omnistock.api.paths import checked_id, point
@@ -79,10 +79,10 @@ class AvailabilityController(Controller):
     async def one(
         self,
         state: State,
-        sku: str,
-        near: str | None = None,
+        sku: FromPath[str],
+        near: FromQuery[str | None] = None,
         radius_km: float | None = Parameter(default=None, gt=0, le=20_100),
-        node_id: list[str] | None = None,
+        node_id: FromQuery[list[str] | None] = None,
     ) -> SkuAvailability:
         checked_id("sku", sku)
         for n in node_id or ():
@@ -98,7 +98,7 @@ class AvailabilityController(Controller):
         summary="Availability of up to 500 SKUs at once",
         status_code=200,
     )
-    async def many(self, state: State, data: AvailabilityQuery) -> AvailabilityItems:
+    async def many(self, state: State, data: JSONBody[AvailabilityQuery]) -> AvailabilityItems:
         near = data.near
         where = (
             point("near", near) if isinstance(near, str) else (near.lat, near.lon) if near else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, Response, get, put
 from litestar.datastructures import State
+from litestar.params import FromPath, JSONBody
 
 from omnistock.api import views
 from omnistock.api.auth import Role, requires
@@ -19,7 +20,9 @@ class NodesController(Controller):
     guards = [requires(Role.ADMIN)]
 
     @put("/{node_id:str}", operation_id="putNode", summary="Create or replace a node")
-    async def put_node(self, state: State, node_id: str, data: NodeIn) -> Response[NodeOut]:
+    async def put_node(
+        self, state: State, node_id: FromPath[str], data: JSONBody[NodeIn]
+    ) -> Response[NodeOut]:
         cost = data.cost
         node = Node(
             node_id=checked_id("node_id", node_id),
@@ -43,7 +46,7 @@ class NodesController(Controller):
         return NodeList([views.node(n) for n in await state.services.catalog.all()])
 
     @get("/{node_id:str}", operation_id="getNode", summary="One node")
-    async def get_node(self, state: State, node_id: str) -> NodeOut:
+    async def get_node(self, state: State, node_id: FromPath[str]) -> NodeOut:
         node = await state.services.catalog.get(checked_id("node_id", node_id))
         if node is None:
             raise NotFound("node", node_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.params import FromPath, JSONBody
 
 from omnistock.api import views
 from omnistock.api.auth import Role, requires
@@ -21,7 +22,7 @@ class ReservationsController(Controller):
 
     @post("/", operation_id="reserve", summary="Reserve every line or none", status_code=201)
     async def reserve(
-        self, request: Request, state: State, data: ReserveIn
+        self, request: Request, state: State, data: JSONBody[ReserveIn]
     ) -> Response[ReservationOut]:
         services = state.services
         op_id, claim = operation(request, data, required=True)
@@ -43,7 +44,7 @@ class ReservationsController(Controller):
         )
 
     @get("/{reservation_id:str}", operation_id="getReservation", summary="A reservation")
-    async def get_one(self, state: State, reservation_id: str) -> ReservationOut:
+    async def get_one(self, state: State, reservation_id: FromPath[str]) -> ReservationOut:
         checked_id("reservation_id", reservation_id)
         return views.reservation(await state.services.ledger.get_reservation(reservation_id))
 
@@ -54,7 +55,7 @@ class ReservationsController(Controller):
         status_code=200,
     )
     async def commit(
-        self, request: Request, state: State, reservation_id: str
+        self, request: Request, state: State, reservation_id: FromPath[str]
     ) -> Response[ReservationOut]:
         return await self._finish("commit", request, state, reservation_id)
 
@@ -65,7 +66,7 @@ class ReservationsController(Controller):
         status_code=200,
     )
     async def release(
-        self, request: Request, state: State, reservation_id: str
+        self, request: Request, state: State, reservation_id: FromPath[str]
     ) -> Response[ReservationOut]:
         return await self._finish("release", request, state, reservation_id)
 

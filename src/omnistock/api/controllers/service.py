@@ -8,6 +8,7 @@ from typing import Any
 
 from litestar import Controller, Response, get, post
 from litestar.datastructures import State
+from litestar.params import JSONBody
 
 from omnistock.api.auth import Role, requires
 from omnistock.api.schemas import Health, NoopOut, Readiness
@@ -76,5 +77,5 @@ class DiagnosticsController(Controller):
         summary="Decodes its JSON body, does nothing",
         status_code=200,
     )
-    async def noop_post(self, data: dict[str, Any]) -> NoopOut:
+    async def noop_post(self, data: JSONBody[dict[str, Any]]) -> NoopOut:
         return NoopOut(True)

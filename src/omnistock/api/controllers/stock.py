@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, Request, Response, get, post, put
 from litestar.datastructures import State
+from litestar.params import FromPath, JSONBody
 
 from omnistock.api import views
 from omnistock.api.auth import Role, requires
@@ -25,7 +26,12 @@ class StockController(Controller):
         guards=[requires(Role.ADMIN)],
     )
     async def set_stock(
-        self, request: Request, state: State, node_id: str, sku: str, data: StockIn
+        self,
+        request: Request,
+        state: State,
+        node_id: FromPath[str],
+        sku: FromPath[str],
+        data: JSONBody[StockIn],
     ) -> Response[PositionOut]:
         services = state.services
         checked_id("node_id", node_id)
@@ -50,7 +56,9 @@ class StockController(Controller):
         summary="The position of one SKU at one node",
         guards=[requires(Role.OMS)],
     )
-    async def get_stock(self, state: State, node_id: str, sku: str) -> PositionOut:
+    async def get_stock(
+        self, state: State, node_id: FromPath[str], sku: FromPath[str]
+    ) -> PositionOut:
         checked_id("node_id", node_id)
         checked_id("sku", sku)
         return views.position(await state.services.ledger.position(node_id, sku))
@@ -63,7 +71,7 @@ class StockController(Controller):
         status_code=200,
     )
     async def adjust(
-        self, request: Request, state: State, data: AdjustmentsIn
+        self, request: Request, state: State, data: JSONBody[AdjustmentsIn]
     ) -> Response[AdjustmentsOut]:
         services = state.services
         op_id, claim = operation(request, data, required=True)
