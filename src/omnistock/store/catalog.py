@@ -64,16 +64,21 @@ class NodeCatalog:
         """Creates or replaces a node; True when it was created."""
         row = _row_of(node, time.time_ns())
         async with self._engine.begin() as conn:
-            found = await conn.execute(
-                sa.select(nodes.c.node_id).where(nodes.c.node_id == node.node_id)
+            changed = await conn.execute(
+                nodes.update().where(nodes.c.node_id == node.node_id).values(row)
             )
-            created = found.first() is None
-            if created:
-                await conn.execute(nodes.insert().values(row))
-            else:
-                await conn.execute(
-                    nodes.update().where(nodes.c.node_id == node.node_id).values(row)
-                )
+            created = changed.rowcount == 0
+        if created:
+            try:
+                async with self._engine.begin() as conn:
+                    await conn.execute(nodes.insert().values(row))
+            except sa.exc.IntegrityError:
+                # Another request created it meanwhile: this one replaces it.
+                async with self._engine.begin() as conn:
+                    await conn.execute(
+                        nodes.update().where(nodes.c.node_id == node.node_id).values(row)
+                    )
+                created = False
         self._nodes[node.node_id] = node
         return created
 
