@@ -16,9 +16,14 @@ from litestar.testing import AsyncTestClient
 
 from omnistock.api.app import create_asgi
 from omnistock.runtime.valkey_server import EmbeddedValkey
-from tests.api.conftest import Ids, auth, ids, make_node, set_stock, settings_for  # noqa: F401
+from tests.api.conftest import Ids, auth, make_node, set_stock, settings_for
 
 REQUEST_TIMEOUT_S = 1.0
+
+
+@pytest.fixture
+def ids() -> Ids:
+    return Ids()
 
 
 @pytest.fixture
