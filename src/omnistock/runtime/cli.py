@@ -41,6 +41,10 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
     from omnistock.api.auth import KeyConfigError, first_start_admin_key, resolve_keys
     from omnistock.runtime.bootstrap import prepare_database, start_embedded_valkey
 
+    # Until granian installs its own handlers, a stop request unwinds through the finally blocks
+    # below, so an embedded Valkey already started is stopped, not orphaned.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_on_signal)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         if settings.api_keys:
@@ -89,7 +93,9 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
             workers=workers,
             factory=True,
             log_access=False,
-            workers_kill_timeout=30,
+            # In-flight requests end within the request timeout; a worker stopped while it is
+            # still starting up can miss the stop signal, and is killed after this.
+            workers_kill_timeout=max(5, int(2 * settings.request_timeout_s) + 2),
         ).serve()
     finally:
         if embedded is not None:
@@ -98,6 +104,10 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
         return 1
     print("omnistock stopped", flush=True)
     return 0
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
