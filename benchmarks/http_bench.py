@@ -111,12 +111,16 @@ class Server:
         return self.proc.pid
 
     def start(self) -> None:
+        """The parent's environment, minus whatever would point the server away from its own
+        embedded Valkey and SQLite, with strict durability whatever the parent says."""
         env = {
             **os.environ,
             "OMNISTOCK_DATA_DIR": str(self.data_dir),
             "OMNISTOCK_API_KEYS": f"{ADMIN_KEY}:admin",
+            "OMNISTOCK_DURABILITY": "strict",
         }
-        env.pop("OMNISTOCK_REDIS_URL", None)
+        for name in ("OMNISTOCK_REDIS_URL", "OMNISTOCK_REDIS_CLUSTER", "OMNISTOCK_DATABASE_URL"):
+            env.pop(name, None)
         cmd = [sys.executable, "-m", "omnistock.runtime.cli", "serve", "--host", "127.0.0.1"]
         cmd += ["--port", str(self.port), "--workers", str(self.workers)]
         with open(self.data_dir / "server.out", "wb") as out:

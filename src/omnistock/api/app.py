@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 
+from omnistock.api.auth import auth_middleware
 from omnistock.api.controllers.availability import AvailabilityController
 from omnistock.api.controllers.nodes import NodesController
 from omnistock.api.controllers.reservations import ReservationsController
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
             ReservationsController,
         ],
         lifespan=[lifespan],
+        middleware=[auth_middleware],
         exception_handlers={Exception: handle},
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(

@@ -55,7 +55,9 @@ def operation(
         request.scope["path"].encode(),
         b"" if body is None else _encode(body),
     )
-    return op_id, RequestClaim(fingerprint)
+    claim = RequestClaim(fingerprint)
+    request.scope["claim"] = claim  # type: ignore[typeddict-unknown-key]
+    return op_id, claim
 
 
 def replay_headers(claim: RequestClaim | None) -> dict[str, str] | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -82,7 +82,9 @@ _UNKNOWN = re.compile(r"unknown field `([^`]+)`")
 
 def _field_of(message: str, key: str | None) -> str | None:
     at = _AT.search(message)
-    base = at.group(1) if at else ""
+    # Litestar moves the path of an error inside the body ("at `$.lines[0]`") into ``key``;
+    # for the body as a whole ``key`` is the parameter's name.
+    base = at.group(1) if at else ("" if key in (None, "data") else key)
     for pattern in (_MISSING, _UNKNOWN):
         found = pattern.search(message)
         if found:
@@ -114,7 +116,16 @@ def _validation(exc: ValidationException) -> Problem:
 
 
 def handle(request: Request, exc: Exception) -> Response:
-    """The single exception handler of the app."""
+    """The single exception handler of the app. An error replayed under an idempotency key
+    (the stored first outcome) says so, as a replayed success does."""
+    response = _response_for(request, exc)
+    claim = request.scope.get("claim")  # type: ignore[call-overload]
+    if claim is not None and claim.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _response_for(request: Request, exc: Exception) -> Response:
     if isinstance(exc, ApiProblem):
         return render(exc.problem, exc.headers or None)
     if isinstance(exc, InvalidInput):
@@ -191,10 +202,15 @@ def _http(exc: HTTPException) -> Response:
         headers.setdefault("WWW-Authenticate", 'Bearer realm="omnistock"')
     if status == 413:
         problem.field = "body"
-    if status == 400 and "json" in problem.detail.lower():
+    if status == 400 and isinstance(exc.__cause__, SerializationException):
         problem.type, problem.title, problem.field = (
             "urn:omnistock:problem:malformed-json",
             "Malformed JSON",
             "body",
         )
     return render(problem, headers or None)
+
+
+def strict_field(exc: msgspec.ValidationError) -> str | None:
+    """The field a strict msgspec decode names, e.g. ``lines[0].qty``."""
+    return _field_of(str(exc), None)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
-from omnistock.api.auth import Role, requires
+from omnistock.api.auth import Role
+from omnistock.api.bodies import strict
 from omnistock.api.paths import checked_id, point
 from omnistock.api.schemas import (
     AvailabilityItems,
@@ -69,7 +70,7 @@ class Scope:
 class AvailabilityController(Controller):
     path = "/v1/availability"
     tags = ["availability"]
-    guards = [requires(Role.STOREFRONT)]
+    opt = {"role": Role.STOREFRONT}
 
     @get(
         "/{sku:str}",
@@ -98,7 +99,10 @@ class AvailabilityController(Controller):
         summary="Availability of up to 500 SKUs at once",
         status_code=200,
     )
-    async def many(self, state: State, data: JSONBody[AvailabilityQuery]) -> AvailabilityItems:
+    async def many(
+        self, request: Request, state: State, data: JSONBody[AvailabilityQuery]
+    ) -> AvailabilityItems:
+        data = await strict(request, AvailabilityQuery)
         near = data.near
         where = (
             point("near", near) if isinstance(near, str) else (near.lat, near.lon) if near else None

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from litestar import Controller, Response, get, put
+from litestar import Controller, Request, Response, get, put
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 
 from omnistock.api import views
-from omnistock.api.auth import Role, requires
+from omnistock.api.auth import Role
+from omnistock.api.bodies import strict
 from omnistock.api.paths import checked_id
 from omnistock.api.schemas import NodeIn, NodeList, NodeOut
 from omnistock.domain.errors import NotFound
@@ -17,12 +18,13 @@ from omnistock.domain.node import Cost, Node, check_node
 class NodesController(Controller):
     path = "/v1/nodes"
     tags = ["nodes"]
-    guards = [requires(Role.ADMIN)]
+    opt = {"role": Role.ADMIN}
 
     @put("/{node_id:str}", operation_id="putNode", summary="Create or replace a node")
     async def put_node(
-        self, state: State, node_id: FromPath[str], data: JSONBody[NodeIn]
+        self, request: Request, state: State, node_id: FromPath[str], data: JSONBody[NodeIn]
     ) -> Response[NodeOut]:
+        data = await strict(request, NodeIn)
         cost = data.cost
         node = Node(
             node_id=checked_id("node_id", node_id),

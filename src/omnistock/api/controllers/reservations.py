@@ -7,7 +7,8 @@ from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 
 from omnistock.api import views
-from omnistock.api.auth import Role, requires
+from omnistock.api.auth import Role
+from omnistock.api.bodies import strict
 from omnistock.api.idempotency import operation, replay_headers
 from omnistock.api.paths import checked_id
 from omnistock.api.schemas import ReservationOut, ReserveIn
@@ -18,12 +19,13 @@ from omnistock.domain.stock import Line
 class ReservationsController(Controller):
     path = "/v1/reservations"
     tags = ["reservations"]
-    guards = [requires(Role.OMS)]
+    opt = {"role": Role.OMS}
 
     @post("/", operation_id="reserve", summary="Reserve every line or none", status_code=201)
     async def reserve(
         self, request: Request, state: State, data: JSONBody[ReserveIn]
     ) -> Response[ReservationOut]:
+        data = await strict(request, ReserveIn)
         services = state.services
         op_id, claim = operation(request, data, required=True)
         unknown = set(await services.catalog.unknown(line.node_id for line in data.lines))

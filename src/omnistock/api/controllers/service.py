@@ -10,7 +10,7 @@ from litestar import Controller, Response, get, post
 from litestar.datastructures import State
 from litestar.params import JSONBody
 
-from omnistock.api.auth import Role, requires
+from omnistock.api.auth import Role
 from omnistock.api.schemas import Health, NoopOut, Readiness
 from omnistock.reservations import keys
 from omnistock.store.database import ping
@@ -44,7 +44,7 @@ class ServiceController(Controller):
         operation_id="metrics",
         summary="Prometheus metrics",
         media_type="text/plain; version=0.0.4",
-        guards=[requires(Role.STOREFRONT)],
+        opt={"role": Role.STOREFRONT},
     )
     async def metrics(self, state: State) -> str:
         return state.services.metrics.render()
@@ -65,7 +65,7 @@ class DiagnosticsController(Controller):
 
     path = "/v1/diagnostics"
     tags = ["service"]
-    guards = [requires(Role.STOREFRONT)]
+    opt = {"role": Role.STOREFRONT}
 
     @get("/noop", operation_id="noopGet", summary="Does nothing (benchmark peer)")
     async def noop_get(self) -> NoopOut:

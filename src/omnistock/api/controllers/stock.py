@@ -7,7 +7,8 @@ from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 
 from omnistock.api import views
-from omnistock.api.auth import Role, requires
+from omnistock.api.auth import Role
+from omnistock.api.bodies import strict
 from omnistock.api.idempotency import operation, replay_headers
 from omnistock.api.paths import checked_id
 from omnistock.api.schemas import AdjustmentsIn, AdjustmentsOut, PositionOut, StockIn
@@ -23,7 +24,7 @@ class StockController(Controller):
         "/{node_id:str}/{sku:str}",
         operation_id="setStock",
         summary="Set the counted on_hand (compare-and-set with if_version)",
-        guards=[requires(Role.ADMIN)],
+        opt={"role": Role.ADMIN},
     )
     async def set_stock(
         self,
@@ -33,6 +34,7 @@ class StockController(Controller):
         sku: FromPath[str],
         data: JSONBody[StockIn],
     ) -> Response[PositionOut]:
+        data = await strict(request, StockIn)
         services = state.services
         checked_id("node_id", node_id)
         checked_id("sku", sku)
@@ -54,7 +56,7 @@ class StockController(Controller):
         "/{node_id:str}/{sku:str}",
         operation_id="getStock",
         summary="The position of one SKU at one node",
-        guards=[requires(Role.OMS)],
+        opt={"role": Role.OMS},
     )
     async def get_stock(
         self, state: State, node_id: FromPath[str], sku: FromPath[str]
@@ -67,12 +69,13 @@ class StockController(Controller):
         "/adjustments",
         operation_id="adjustStock",
         summary="Adjust on_hand by deltas with a reason, all or nothing",
-        guards=[requires(Role.OMS)],
+        opt={"role": Role.OMS},
         status_code=200,
     )
     async def adjust(
         self, request: Request, state: State, data: JSONBody[AdjustmentsIn]
     ) -> Response[AdjustmentsOut]:
+        data = await strict(request, AdjustmentsIn)
         services = state.services
         op_id, claim = operation(request, data, required=True)
         for i, a in enumerate(data.adjustments):

@@ -1,0 +1,233 @@
+"""Who may call what: every route against no key, an unknown key and each role's key.
+
+No key or an unknown key is 401 (problem+json with a ``WWW-Authenticate`` challenge), a known
+key whose role is too low is 403, and a key of a high enough role gets the route's success
+status. A refused call changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.api.conftest import KEYS, NODE_BODY, Ids, auth, make_node, set_stock
+from tests.api.support import assert_problem, line, reserve_ok, snapshot
+
+RANK = {"storefront": 1, "oms": 2, "admin": 3}
+WRONG_KEY = "test-unknown-key-0000000009"
+CREDENTIALS = ("no key", "wrong key", "storefront", "oms", "admin")
+
+# What a route needs before it can succeed: nothing, a node, stock at it, or a reservation.
+NOTHING, NODE, STOCK, RESERVATION = range(4)
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    method: str
+    template: str
+    role: str | None  # None: public
+    ok: int
+    needs: int = NOTHING
+    body: Any = None  # a value, or a callable of the context
+    idempotent: bool = False
+    writes: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def path(self, ctx: dict[str, str]) -> str:
+        return self.template.format(**ctx)
+
+    def payload(self, ctx: dict[str, str]) -> Any:
+        return self.body(ctx) if callable(self.body) else self.body
+
+
+ROUTES = (
+    Route("healthz", "GET", "/healthz", None, 200),
+    Route("readyz", "GET", "/readyz", None, 200),
+    Route("openapi", "GET", "/schema/openapi.json", None, 200),
+    Route("metrics", "GET", "/metrics", "storefront", 200),
+    Route("noop-get", "GET", "/v1/diagnostics/noop", "storefront", 200),
+    Route("noop-post", "POST", "/v1/diagnostics/noop", "storefront", 200, body={"any": 1}),
+    Route("put-node", "PUT", "/v1/nodes/{new_node}", "admin", 201, body=NODE_BODY, writes=True),
+    Route("list-nodes", "GET", "/v1/nodes", "admin", 200),
+    Route("get-node", "GET", "/v1/nodes/{node}", "admin", 200, needs=NODE),
+    Route(
+        "put-stock",
+        "PUT",
+        "/v1/stock/{node}/{sku}",
+        "admin",
+        200,
+        needs=NODE,
+        body={"on_hand": 7},
+        writes=True,
+    ),
+    Route("get-stock", "GET", "/v1/stock/{node}/{sku}", "oms", 200, needs=NODE),
+    Route(
+        "adjust",
+        "POST",
+        "/v1/stock/adjustments",
+        "oms",
+        200,
+        needs=NODE,
+        body=lambda c: {
+            "adjustments": [
+                {"node_id": c["node"], "sku": c["sku"], "delta": 3, "reason": "receipt"}
+            ]
+        },
+        idempotent=True,
+        writes=True,
+    ),
+    Route("availability", "GET", "/v1/availability/{sku}", "storefront", 200, needs=STOCK),
+    Route(
+        "availability-query",
+        "POST",
+        "/v1/availability/query",
+        "storefront",
+        200,
+        needs=STOCK,
+        body=lambda c: {"skus": [c["sku"]]},
+    ),
+    Route(
+        "reserve",
+        "POST",
+        "/v1/reservations",
+        "oms",
+        201,
+        needs=STOCK,
+        body=lambda c: {"lines": [line(c["node"], c["sku"], 2)]},
+        idempotent=True,
+        writes=True,
+    ),
+    Route("get-reservation", "GET", "/v1/reservations/{rid}", "oms", 200, needs=RESERVATION),
+    Route(
+        "commit",
+        "POST",
+        "/v1/reservations/{rid}/commit",
+        "oms",
+        200,
+        needs=RESERVATION,
+        writes=True,
+    ),
+    Route(
+        "release",
+        "POST",
+        "/v1/reservations/{rid}/release",
+        "oms",
+        200,
+        needs=RESERVATION,
+        writes=True,
+    ),
+)
+
+
+def credential_headers(credential: str) -> dict[str, str]:
+    if credential == "no key":
+        return {}
+    if credential == "wrong key":
+        return {"Authorization": f"Bearer {WRONG_KEY}"}
+    return auth(credential)
+
+
+def expected_status(route: Route, credential: str) -> int:
+    if route.role is None:
+        return route.ok
+    if credential not in RANK:
+        return 401
+    return route.ok if RANK[credential] >= RANK[route.role] else 403
+
+
+async def prepare(client: Any, ids: Ids, needs: int) -> dict[str, str]:
+    ctx = {"node": ids.node(), "sku": ids.sku(), "new_node": ids.node("new"), "rid": ""}
+    if needs >= NODE:
+        await make_node(client, ctx["node"])
+    if needs >= STOCK:
+        await set_stock(client, ctx["node"], ctx["sku"], 10)
+    if needs >= RESERVATION:
+        made = await reserve_ok(client, ids.key(), [line(ctx["node"], ctx["sku"], 4)])
+        ctx["rid"] = made["reservation_id"]
+    return ctx
+
+
+async def observable_state(client: Any, ctx: dict[str, str], needs: int) -> dict[str, Any]:
+    """Everything a write route of the table could change, read with the admin key."""
+    state: dict[str, Any] = {}
+    state["new node"] = (
+        await client.get(f"/v1/nodes/{ctx['new_node']}", headers=auth("admin"))
+    ).status_code
+    if needs >= NODE:
+        state["position"] = await snapshot(client, [(ctx["node"], ctx["sku"])])
+    if needs >= RESERVATION:
+        got = await client.get(f"/v1/reservations/{ctx['rid']}", headers=auth("admin"))
+        state["reservation"] = got.json()
+    return state
+
+
+CASES = [
+    pytest.param(route, credential, id=f"{route.name}-{credential.replace(' ', '-')}")
+    for route in ROUTES
+    for credential in CREDENTIALS
+]
+
+
+@pytest.mark.parametrize(("route", "credential"), CASES)
+async def test_route_admits_exactly_the_roles_it_documents(
+    client, ids: Ids, route: Route, credential: str
+) -> None:
+    ctx = await prepare(client, ids, route.needs)
+    headers = credential_headers(credential)
+    if route.idempotent:
+        headers["Idempotency-Key"] = ids.key()
+    expected = expected_status(route, credential)
+    before = await observable_state(client, ctx, route.needs) if route.writes else None
+
+    payload = route.payload(ctx)
+    kwargs: dict[str, Any] = {"headers": headers}
+    if payload is not None:
+        kwargs["json"] = payload
+    response = await client.request(route.method, route.path(ctx), **kwargs)
+
+    if expected == 401:
+        assert_problem(response, 401)
+        assert response.headers.get("www-authenticate", "").lower().startswith("bearer")
+    elif expected == 403:
+        assert_problem(response, 403)
+    else:
+        assert response.status_code == expected, response.text
+    if route.writes and expected in (401, 403):
+        assert await observable_state(client, ctx, route.needs) == before
+
+
+UNAUTHENTICATED = {
+    "basic scheme": {"Authorization": "Basic dGVzdC1hZG1pbi1rZXk6eA=="},
+    "basic with a real key": {"Authorization": f"Basic {KEYS['admin']}"},
+    "prefix of a real key": {"Authorization": f"Bearer {KEYS['admin'][:-1]}"},
+    "real key plus a character": {"Authorization": f"Bearer {KEYS['admin']}0"},
+    "bearer without a key": {"Authorization": "Bearer "},
+    "key without a scheme": {"Authorization": KEYS["admin"]},
+}
+
+
+@pytest.mark.parametrize("headers", UNAUTHENTICATED.values(), ids=UNAUTHENTICATED.keys())
+async def test_anything_but_a_bearer_of_a_whole_known_key_is_unauthenticated(
+    client, headers: dict[str, str]
+) -> None:
+    response = await client.get("/v1/nodes", headers=headers)
+    assert_problem(response, 401)
+    assert response.headers.get("www-authenticate", "").lower().startswith("bearer")
+
+
+async def test_refused_reservation_reserves_nothing(client, ids: Ids) -> None:
+    node, sku = ids.node(), ids.sku()
+    await make_node(client, node)
+    await set_stock(client, node, sku, 5)
+    before = await snapshot(client, [(node, sku)])
+    for headers in ({}, auth("storefront"), {"Authorization": f"Bearer {KEYS['oms'][:-1]}"}):
+        response = await client.post(
+            "/v1/reservations",
+            json={"lines": [line(node, sku, 5)]},
+            headers={**headers, "Idempotency-Key": ids.key()},
+        )
+        assert response.status_code in (401, 403), response.text
+    assert await snapshot(client, [(node, sku)]) == before
