@@ -23,6 +23,8 @@ from omnistock.store.database import create_schema, default_url, open_engine
 
 log = logging.getLogger("omnistock.runtime")
 
+STARTUP_TIMEOUT_S = 120.0
+
 
 @dataclass
 class LedgerRuntime:
@@ -39,7 +41,8 @@ class LedgerRuntime:
 
 def start_embedded_valkey(settings: Settings) -> EmbeddedValkey:
     server = EmbeddedValkey(settings.data_dir / "valkey", durability=settings.durability)
-    server.start()
+    # Replaying a large AOF takes a while; the service is not ready before it is done.
+    server.start(timeout=STARTUP_TIMEOUT_S)
     return server
 
 

@@ -298,7 +298,12 @@ class EmbeddedValkey(StartStop):
                 try:
                     # Compare the pid: PING alone could be answered by some other
                     # server that already holds the port our child failed to bind.
-                    if client.info("server").get("process_id") == proc.pid:
+                    # INFO is answered while the AOF is still being replayed: ready means
+                    # ours, and done loading.
+                    if (
+                        client.info("server").get("process_id") == proc.pid
+                        and client.info("persistence").get("loading") == 0
+                    ):
                         return
                 except redis.RedisError as exc:  # refused, or LOADING while replaying AOF
                     last_error = exc
