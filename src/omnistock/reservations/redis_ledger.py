@@ -186,6 +186,8 @@ class RedisLedger:
                 for (_, sku), flat in zip(group.items, flats, strict=True)
             ]
 
+        if len(groups) == 1:  # a single server, or SKUs of one partition: no tasks to spawn
+            return dict(await read(groups[0]))
         result: dict[str, list[Position]] = {}
         for chunk in await asyncio.gather(*(read(g) for g in groups)):
             result.update(chunk)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.openapi.spec import OpenAPIType, Operation
+from litestar.openapi.spec import Parameter as OpenAPIParameter
+from litestar.openapi.spec import Schema as OpenAPISchema
+from litestar.params import FromPath, JSONBody
 
 from omnistock.api.auth import Role
 from omnistock.api.bodies import strict
@@ -19,10 +23,12 @@ from omnistock.api.schemas import (
     SkuAvailability,
 )
 from omnistock.domain.errors import InvalidInput
+from omnistock.domain.ids import ID_PATTERN
 from omnistock.domain.stock import Position
 from omnistock.store.catalog import NodeCatalog
 
 EARTH_RADIUS_KM = 6371.0088
+MAX_RADIUS_KM = 20_100.0
 
 
 def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -67,6 +73,66 @@ class Scope:
         return SkuAvailability(sku, sum(r.available for r in rows), rows)
 
 
+EVERYWHERE = Scope(None, None, None)
+
+
+def scope_of_query(request: Request) -> Scope:
+    """``near``, ``radius_km`` and ``node_id`` (repeatable), read by hand: on the storefront's
+    hottest route, Litestar's parameter parsing costs more than the ledger read."""
+    query = request.query_params
+    for name in query:
+        if name not in QUERY_PARAMETERS:
+            raise InvalidInput(name, "unknown query parameter")
+    near = query.get("near")
+    radius_km = None
+    if (raw := query.get("radius_km")) is not None:
+        try:
+            radius_km = float(raw)
+        except ValueError:
+            raise InvalidInput("radius_km", "must be a number of km") from None
+        if not 0 < radius_km <= MAX_RADIUS_KM:
+            raise InvalidInput("radius_km", f"must be more than 0 and at most {MAX_RADIUS_KM}")
+    node_ids = query.getall("node_id", [])
+    for n in node_ids:
+        checked_id("node_id", n)
+    return Scope(node_ids or None, point("near", near) if near is not None else None, radius_km)
+
+
+QUERY_PARAMETERS = {
+    "near": (
+        "lat,lon in decimal degrees: sort nodes by great-circle distance and add distance_km",
+        OpenAPISchema(type=OpenAPIType.STRING, pattern=r"^-?[0-9.]+,-?[0-9.]+$"),
+    ),
+    "radius_km": (
+        "only nodes within this many km of near",
+        OpenAPISchema(type=OpenAPIType.NUMBER, exclusive_minimum=0, maximum=MAX_RADIUS_KM),
+    ),
+    "node_id": (
+        "only these nodes (repeat the parameter for several)",
+        OpenAPISchema(
+            type=OpenAPIType.ARRAY,
+            items=OpenAPISchema(type=OpenAPIType.STRING, pattern=ID_PATTERN),
+        ),
+    ),
+}
+
+
+@dataclass
+class AvailabilityOperation(Operation):
+    """Documents the query parameters that ``one`` reads by hand."""
+
+    def __post_init__(self) -> None:
+        self.parameters = [
+            *(self.parameters or []),
+            *(
+                OpenAPIParameter(
+                    name=name, param_in="query", description=text, required=False, schema=schema
+                )
+                for name, (text, schema) in QUERY_PARAMETERS.items()
+            ),
+        ]
+
+
 class AvailabilityController(Controller):
     path = "/v1/availability"
     tags = ["availability"]
@@ -76,20 +142,12 @@ class AvailabilityController(Controller):
         "/{sku:str}",
         operation_id="getAvailability",
         summary="Available quantity of one SKU, per node; near=lat,lon sorts by distance",
+        operation_class=AvailabilityOperation,
     )
-    async def one(
-        self,
-        state: State,
-        sku: FromPath[str],
-        near: FromQuery[str | None] = None,
-        radius_km: float | None = Parameter(default=None, gt=0, le=20_100),
-        node_id: FromQuery[list[str] | None] = None,
-    ) -> SkuAvailability:
+    async def one(self, request: Request, sku: FromPath[str]) -> SkuAvailability:
         checked_id("sku", sku)
-        for n in node_id or ():
-            checked_id("node_id", n)
-        scope = Scope(node_id, point("near", near) if near is not None else None, radius_km)
-        services = state.services
+        scope = scope_of_query(request) if request.scope["query_string"] else EVERYWHERE
+        services = request.app.state.services
         positions = (await services.ledger.availability_many([sku]))[sku]
         return scope.of(sku, positions, services.catalog)
 
