@@ -27,8 +27,10 @@ class NaiveRunner:
         self._ledger = ledger_script
         self._one_server = "" if cluster else keys.tag(0)
 
-    async def op(self, name: str, tags: Sequence[str], args: Sequence[Any]) -> Any:
-        batch_of_one = [self._one_server, 1, name, len(tags), len(args), "", *tags, *args]
+    async def op(
+        self, name: str, tags: Sequence[str], args: Sequence[Any], fingerprint: str = ""
+    ) -> Any:
+        batch_of_one = [self._one_server, 1, name, len(tags), len(args), fingerprint, *tags, *args]
         reply = await self.call(self._ledger, tags, batch_of_one)
         if isinstance(reply[0], Exception):
             raise ScriptError(f"{name}: {reply[0]}")

@@ -7,6 +7,7 @@ body that breaks one is refused with 400/422 naming the field, before any servic
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Annotated, Literal
 
 import msgspec
@@ -206,7 +207,13 @@ class NoopOut(msgspec.Struct):
     ok: bool
 
 
+@functools.lru_cache(maxsize=4096)
+def _second(seconds: int) -> str:
+    return dt.datetime.fromtimestamp(seconds, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+
+
 def timestamp(ms: int) -> str:
-    """RFC 3339 UTC with milliseconds, e.g. 2026-11-22T09:30:00.123Z."""
-    moment = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    """RFC 3339 UTC with milliseconds, e.g. 2026-11-22T09:30:00.123Z. Responses of one second
+    share the formatted second."""
+    seconds, millis = divmod(ms, 1000)
+    return f"{_second(seconds)}{millis:03d}Z"
