@@ -1,10 +1,31 @@
-"""Closed-loop HTTP/1.1 load generator for the omnistock HTTP benchmark (stdlib asyncio only).
+"""HTTP/1.1 load generator for the omnistock HTTP benchmark: closed loop or paced (asyncio).
 
 It runs as its own process (``python -m benchmarks.http_load``), started by
 ``benchmarks.http_bench`` once per scenario and round, so that its CPU shows up apart from the
 server's and the harness never shares an event loop with it. ``--connections`` (64) keep-alive
-connections each keep exactly one request in flight: the next request leaves when the previous
-response has been read, so throughput and latency are those of a closed loop of 64 clients.
+connections each keep at most one request in flight. Two modes:
+
+* closed loop (no ``--rate``, the default): the next request leaves when the previous response
+  has been read, so throughput and latency are those of a closed loop of 64 clients at
+  saturation. Latency is measured from the actual send, and by Little's law its mean is
+  ``connections / throughput``: it is mostly queueing, not what a request costs at a given load.
+* paced, open loop (``--rate R``, requests/s over all connections): connection i sends on its own
+  fixed schedule, one slot every ``N/R`` s, its first slot shifted by i/N of that interval, so
+  that the N schedules together send one request every ``1/R`` s. Latency counts from the
+  slot's *scheduled* time, not from the actual send: a connection that is still waiting for the
+  previous response when a slot comes due sends as soon as it is free (a slot is never skipped),
+  and the wait counts against that request, so a stall is charged to every request scheduled
+  behind it (no coordinated omission). An idle connection's timer is set 1 ms before its slot,
+  because uvloop's timers count whole milliseconds and fire up to about a millisecond late (a
+  client artifact that would otherwise be charged to the server); a request that leaves before
+  its slot counts from its actual send, so a latency is never shorter than the round trip. A
+  request belongs to the measured window when its scheduled time does; after the window no
+  further slot is scheduled, but every request already scheduled is completed and counted,
+  however late (no survivorship bias at overload). Reported: the offered rate, the achieved
+  rate (responses completed within the window per second), ``send_delay`` (how long requests
+  waited in the client after their scheduled time) and ``queued_behind`` (slots that came due
+  while the previous response was still outstanding). With one request in flight per
+  connection, an offered rate is only reachable while the mean latency stays below ``N/R``.
 
 Every request is pre-encoded bytes; per request only the ``Idempotency-Key`` (and a release's
 path) is spliced in. A response is parsed only as far as needed to find where it ends: status
@@ -23,20 +44,26 @@ Scenarios (``--scenario``):
   i mod the SKU count at ``--node``, a fresh key each time), reads ``reservation_id`` from the
   201 body, then ``POST /v1/reservations/{id}/release`` with its own fresh key. Each is one
   request timed on its own; reserve and release latencies are also reported apart. A connection
-  stops only after a release, so no reservation is left behind by the load itself.
+  stops only after a release, so no reservation is left behind by the load itself. Paced, a
+  pair counts as two requests of the rate: pairs are scheduled at R/2 pairs/s in all (one slot
+  every ``2N/R`` s per connection); the reserve counts from its pair's scheduled time, the
+  release, sent as soon as the reserve's answer is read, counts from the reserve's completion,
+  which is when it was due (so the reserve carries any client-side wait, and the release
+  measures its own round trip).
 
 All requests carry ``Host`` and ``Authorization: Bearer <key>``; POSTs also ``Content-Type:
-application/json``. After ``--warmup`` seconds, responses completed within the next
-``--seconds`` are counted; ``outside_window`` reports what happened during warm-up and drain.
-One JSON object goes to stdout: requests, ok (2xx), non_2xx by status, errors, throughput_rps,
-p50/p90/p99/max latency in ms, the client's CPU per request and, with ``--server-pid``, the CPU
-of that process and all its descendants per request (Linux /proc).
+application/json``. After ``--warmup`` seconds (paced at the same rate in paced mode), the
+next ``--seconds`` are measured; ``outside_window`` reports what happened during warm-up and
+drain. One JSON object goes to stdout: requests, ok (2xx), non_2xx by status, errors,
+throughput_rps, p50/p90/p99/max latency in ms, the client's CPU per request and, with
+``--server-pid``, the CPU of that process and all its descendants per request (Linux /proc).
 
 ``--check`` is a self-test: it starts a stdlib stub of the endpoints above in a subprocess, runs
-every scenario briefly against it and checks the stub's view (every request authorized, every
-key fresh, noop and reserve bodies of equal length, no reservation left, chunked and
-``Connection: close`` responses handled); the req/s it prints are a rough ceiling only (16
-connections, 1 s, the stub on the same cores).
+every scenario briefly against it, closed loop and paced, and checks the stub's view (every
+request authorized, every key fresh, noop and reserve bodies of equal length, no reservation
+left, chunked and ``Connection: close`` responses handled) and that the paced runs achieved
+their offered rate; the closed-loop req/s it prints are a rough ceiling only (16 connections,
+1 s, the stub on the same cores).
 """
 
 from __future__ import annotations
@@ -194,14 +221,28 @@ class Window:
 
 
 class Run:
-    """Shared by all connections: the phase's window (swapped, never branched on) and stop."""
+    """Shared by all connections: the phase's window (swapped, never branched on), stop and,
+    paced, every request's record (classified by scheduled time once the run is over)."""
 
-    __slots__ = ("last_error", "stop", "window")
+    __slots__ = ("last_error", "records", "stop", "window")
 
     def __init__(self) -> None:
         self.window = Window()
         self.stop = False
         self.last_error = ""
+        self.records: list[Record] = []
+
+
+# A paced request: (kind, due, sent, done, status, queued), times in perf_counter ns. kind is
+# SLOT for a scheduled request (a reserve in reserve-release) and RELEASE for a release; due is
+# the scheduled time (a release's is its reserve's completion); queued is whether the slot came
+# due while the connection was still waiting for the previous response.
+Record = tuple[int, int, int, int, int, bool]
+SLOT, RELEASE = 0, 1
+# A paced connection's timer is set this long before the slot: uvloop's timers (libuv's) count
+# whole milliseconds and fire up to about a millisecond late, which would otherwise be charged
+# to the server. A request that leaves early counts from its actual send.
+SLOT_LEAD_NS = 1_000_000
 
 
 class Conn:
@@ -313,6 +354,85 @@ async def reserve_release_worker(
         w.statuses[status] = w.statuses.get(status, 0) + 1
 
 
+async def _wait_for_slot(due: int, clock: Callable[[], int]) -> bool:
+    """Sleeps until SLOT_LEAD_NS before ``due`` unless ``due`` has passed; returns whether it
+    had (the slot queued behind the previous response)."""
+    delay = due - clock()
+    if delay < 0:
+        return True
+    if delay > SLOT_LEAD_NS:
+        await asyncio.sleep((delay - SLOT_LEAD_NS) / 1e9)
+    return False
+
+
+async def paced_single_worker(
+    conn: Conn, make: RequestMaker, first: int, interval: float, end: int
+) -> None:
+    """One request per slot, slots ``first + k * interval`` before ``end``, none skipped."""
+    run, clock, records, seq = conn.run, time.perf_counter_ns, conn.run.records, 0
+    while (due := first + int(seq * interval)) < end:
+        seq += 1
+        request = make(seq)
+        queued = await _wait_for_slot(due, clock)
+        t0 = clock()
+        status, _ = await conn.request(request)
+        records.append((SLOT, due, t0, clock(), status, queued))
+        if run.stop:
+            break
+
+
+async def paced_reserve_release_worker(
+    conn: Conn,
+    reserve: RequestMaker,
+    release: Callable[[bytes, int], bytes],
+    first: int,
+    interval: float,
+    end: int,
+) -> None:
+    """One reserve-release pair per slot; the release is due when its reserve completes."""
+    run, clock, records, seq = conn.run, time.perf_counter_ns, conn.run.records, 0
+    while (due := first + int(seq * interval)) < end:
+        seq += 1
+        request = reserve(seq)
+        queued = await _wait_for_slot(due, clock)
+        t0 = clock()
+        status, body = await conn.request(request)
+        t1 = clock()
+        records.append((SLOT, due, t0, t1, status, queued))
+        if status == 201:
+            request = release(reservation_id(body), seq)
+            t2 = clock()
+            status, _ = await conn.request(request)
+            records.append((RELEASE, t1, t2, clock(), status, False))
+        if run.stop:
+            break
+
+
+def slot_interval_ns(plan: Plan, connections: int, rate: float) -> float:
+    """Nanoseconds between one connection's slots: a reserve-release slot is two requests."""
+    per_slot = 2 if plan.scenario == "reserve-release" else 1
+    return per_slot * connections / rate * 1e9
+
+
+def start_paced_workers(
+    plan: Plan, conns: Sequence[Conn], start: int, interval: float, end: int
+) -> list[asyncio.Task[None]]:
+    """Connection i's first slot is ``i / N`` of an interval after ``start``."""
+    n = len(conns)
+    coros = []
+    for i, c in enumerate(conns):
+        first = start + int(i * interval / n)
+        if plan.scenario == "reserve-release":
+            coros.append(
+                paced_reserve_release_worker(
+                    c, plan.reserve(i), plan.release(i), first, interval, end
+                )
+            )
+        else:
+            coros.append(paced_single_worker(c, plan.single(i), first, interval, end))
+    return [asyncio.create_task(c) for c in coros]
+
+
 def start_workers(plan: Plan, conns: Sequence[Conn]) -> list[asyncio.Task[None]]:
     if plan.scenario == "reserve-release":
         coros = [
@@ -335,6 +455,7 @@ class LoadOptions:
     node: str = DEFAULT_NODE
     skus: tuple[str, ...] = tuple(DEFAULT_SKUS.split(","))
     server_pid: int | None = None
+    rate: float | None = None
 
 
 def process_tree(pid: int) -> dict[int, int]:
@@ -397,7 +518,9 @@ def counts(window: Window) -> dict[str, Any]:
 
 async def run_load(url: str, key: str, opts: LoadOptions) -> dict[str, Any]:
     """Opens every connection, warms up, measures one window, then lets every connection finish
-    its loop (a reserve-release pair included) before closing."""
+    its loop (a reserve-release pair included) before closing. Paced when ``opts.rate`` is set."""
+    if opts.rate is not None:
+        return await run_paced(url, key, opts)
     plan = Plan(opts.scenario, Target.from_url(url, key), opts.node, opts.skus, _token())
     run = Run()
     conns = [Conn(plan.target, run) for _ in range(opts.connections)]
@@ -420,11 +543,129 @@ async def run_load(url: str, key: str, opts: LoadOptions) -> dict[str, Any]:
         conn.close()
     server_cpu = None if server0 is None or server1 is None else server1 - server0
     return summary(plan, opts, measured, [warm, drain], elapsed, cpu, server_cpu) | {
+        "mode": "closed",
         "unfinished_connections": len(pending),
         "failed_connections": len(failures),
         "failures": failures[:5],
         "last_error": run.last_error,
     }
+
+
+async def _sleep_until(deadline: int) -> None:
+    """Sleeps until perf_counter_ns reaches ``deadline`` (again if a coarse timer woke it early;
+    twice is enough, the early wake-up being at most a few milliseconds)."""
+    for _ in range(2):
+        delay = deadline - time.perf_counter_ns()
+        if delay > 0:
+            await asyncio.sleep(delay / 1e9)
+
+
+async def run_paced(url: str, key: str, opts: LoadOptions) -> dict[str, Any]:
+    """Schedules slots from warm-up to the end of the measured window, then waits for every
+    scheduled request to complete (the drain). Transport errors are counted by when they
+    happen; answers and latencies by when their request was scheduled."""
+    assert opts.rate is not None and opts.rate > 0
+    plan = Plan(opts.scenario, Target.from_url(url, key), opts.node, opts.skus, _token())
+    run = Run()
+    conns = [Conn(plan.target, run) for _ in range(opts.connections)]
+    await asyncio.gather(*(c.open() for c in conns))
+    clock = time.perf_counter_ns
+    interval = slot_interval_ns(plan, opts.connections, opts.rate)
+    start = clock() + 1_000_000
+    w0 = start + int(opts.warmup_s * 1e9)
+    w1 = w0 + int(opts.seconds * 1e9)
+    tasks = start_paced_workers(plan, conns, start, interval, w1)
+    warm, measured_errors, drain = run.window, Window(), Window()
+    await _sleep_until(w0)
+    server0, cpu0, t0 = tree_cpu_s(opts.server_pid), time.process_time(), clock()
+    run.window = measured_errors
+    await _sleep_until(w1)
+    run.window = drain
+    t1, cpu = clock(), time.process_time() - cpu0
+    server1 = tree_cpu_s(opts.server_pid)
+    done, pending = await asyncio.wait(tasks, timeout=DRAIN_TIMEOUT_S)
+    if pending:
+        run.stop = True
+        done2, pending = await asyncio.wait(pending, timeout=DRAIN_TIMEOUT_S)
+        done |= done2
+    for task in pending:
+        task.cancel()
+    failures = [repr(t.exception()) for t in done if t.exception() is not None]
+    for conn in conns:
+        conn.close()
+    server_cpu = None if server0 is None or server1 is None else server1 - server0
+    window = (w0, w1, t0, t1)
+    errors = (measured_errors.errors, warm.errors + drain.errors)
+    return paced_summary(plan, opts, run.records, window, errors, cpu, server_cpu) | {
+        "unfinished_connections": len(pending),
+        "failed_connections": len(failures),
+        "failures": failures[:5],
+        "last_error": run.last_error,
+    }
+
+
+def paced_summary(
+    plan: Plan,
+    opts: LoadOptions,
+    records: Sequence[Record],
+    window: tuple[int, int, int, int],
+    errors: tuple[int, int],
+    client_cpu: float,
+    server_cpu: float | None,
+) -> dict[str, Any]:
+    """``window`` is the scheduled window (w0, w1) and the wall-clock one it was measured over
+    (t0, t1): latencies and answers of requests due in [w0, w1), rate and CPU of responses
+    completed in [t0, t1)."""
+    w0, w1, t0, t1 = window
+    measured, outside = Window(), Window()
+    measured.errors, outside.errors = errors
+    completed, slots, queued, delays = 0, 0, 0, []
+    for kind, due, sent, done, status, was_queued in records:
+        if t0 <= done < t1:
+            completed += 1
+        w = measured if w0 <= due < w1 else outside
+        w.statuses[status] = w.statuses.get(status, 0) + 1
+        if w is not measured:
+            continue
+        latency = done - min(due, sent)
+        if kind == SLOT:
+            w.samples.append(latency)
+            slots += 1
+            queued += was_queued
+            delays.append(max(0, sent - due))
+        else:
+            w.release_samples.append(latency)
+    elapsed = (t1 - t0) / 1e9
+    figures = counts(measured)
+    per_request = 1e6 / max(completed, 1)
+    delay = latency_ms(delays)
+    out = {
+        "scenario": plan.scenario,
+        "mode": "paced",
+        "connections": opts.connections,
+        "warmup_s": opts.warmup_s,
+        "seconds": elapsed,
+        "loop": _loop_name(),
+        "offered_rps": opts.rate,
+        "achieved_rps": completed / elapsed,
+        "completed_in_window": completed,
+        **figures,
+        "throughput_rps": completed / elapsed,
+        **latency_ms(measured.samples + measured.release_samples),
+        "slots": slots,
+        "queued_behind": queued,
+        "send_delay": {k: delay[k] for k in ("p50_ms", "p99_ms", "max_ms")},
+        "client_cpu_usec_per_req": client_cpu * per_request,
+        "server_cpu_usec_per_req": None if server_cpu is None else server_cpu * per_request,
+        "outside_window": counts(outside),
+    }
+    if plan.scenario == "reserve-release":
+        out["reserve"] = {"requests": len(measured.samples), **latency_ms(measured.samples)}
+        out["release"] = {
+            "requests": len(measured.release_samples),
+            **latency_ms(measured.release_samples),
+        }
+    return out
 
 
 def summary(
@@ -598,14 +839,38 @@ def self_check(key: str) -> int:
         results = {
             s: run_async(run_load(url, key, LoadOptions(s, 16, 1.0, 0.2))) for s in SCENARIOS
         }
+        paced = {
+            s: run_async(run_load(url, key, LoadOptions(s, 16, 1.0, 0.2, rate=CHECK_RATE)))
+            for s in SCENARIOS
+        }
         report = run_async(_fetch_json(url, key, "/stub/report"))
     finally:
         stub.kill()
         stub.wait()
     problems = _check_problems(results, report)
+    problems += _check_problems({f"paced {s}": r for s, r in paced.items()}, {**report, "held": 0})
+    problems += [
+        f"paced {s}: achieved {r['achieved_rps']:.0f} of {CHECK_RATE:.0f} req/s offered"
+        for s, r in paced.items()
+        if abs(r["achieved_rps"] / CHECK_RATE - 1) > 0.15
+    ]
     ceiling = {s: round(r["throughput_rps"]) for s, r in results.items()}
-    print(json.dumps({"ok": not problems, "problems": problems, "stub": report, "rps": ceiling}))
+    paced_p99 = {s: r["p99_ms"] for s, r in paced.items()}
+    print(
+        json.dumps(
+            {
+                "ok": not problems,
+                "problems": problems,
+                "stub": report,
+                "rps": ceiling,
+                f"paced_{CHECK_RATE:.0f}_rps_p99_ms": paced_p99,
+            }
+        )
+    )
     return 1 if problems else 0
+
+
+CHECK_RATE = 800.0
 
 
 def _check_problems(results: dict[str, dict[str, Any]], report: dict[str, Any]) -> list[str]:
@@ -650,6 +915,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--node", default=DEFAULT_NODE, help="node of the reserved lines")
     p.add_argument("--skus", default=DEFAULT_SKUS, help="comma-separated SKUs")
     p.add_argument("--server-pid", type=int, help="report this process tree's CPU per request")
+    p.add_argument(
+        "--rate",
+        type=float,
+        help="paced (open loop): requests/s over all connections, latency from each request's "
+        "scheduled time (a reserve-release pair is two requests); default: closed loop",
+    )
     p.add_argument("--check", action="store_true", help="self-test against a stdlib stub")
     p.add_argument("--stub-server", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -657,6 +928,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--scenario is required (or --check)")
     if a.connections < 1 or a.seconds <= 0 or a.warmup < 0 or not a.skus:
         p.error("need --connections >= 1, --seconds > 0, --warmup >= 0 and some --skus")
+    if a.rate is not None and not a.rate > 0:
+        p.error("need --rate > 0")
     return a
 
 
@@ -675,6 +948,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         a.node,
         tuple(a.skus.split(",")),
         a.server_pid,
+        a.rate,
     )
     result = run_async(run_load(a.url, a.key, opts))
     print(json.dumps(result))

@@ -57,3 +57,24 @@ def home_of(reservation_id: str) -> int | None:
         return None
     home = int(head[1:])
     return home if home < PARTITIONS else None
+
+
+def doc_id(kind: str, op_id: str, home: int, *, single: bool) -> str:
+    """The id of a transfer (``kind`` "t") or hold ("h"), derived from its operation id like a
+    reservation id: it names the kind, the home partition, and (``m``) whether it has parts in
+    other partitions."""
+    digest = hashlib.blake2b(f"{kind}:{op_id}".encode(), digest_size=12).hexdigest()
+    return f"{kind}{home}{'' if single else 'm'}-{digest}"
+
+
+def parse_doc_id(doc: str, kind: str) -> tuple[int, bool] | None:
+    """(home partition, multi-part) of a transfer or hold id of ``kind``, or None."""
+    head, sep, rest = doc.partition("-")
+    if not sep or len(rest) != 24 or not head.startswith(kind):
+        return None
+    body = head[1:]
+    multi = body.endswith("m")
+    digits = body[:-1] if multi else body
+    if not digits.isdigit() or int(digits) >= PARTITIONS:
+        return None
+    return int(digits), multi

@@ -20,6 +20,7 @@ from omnistock.domain.stock import Adjustment, Line, Position, merge_lines
 from omnistock.reservations import codec, keys
 from omnistock.reservations.claims import RequestClaim
 from omnistock.reservations.groups import Group
+from omnistock.reservations.movements import MovementsMixin
 from omnistock.reservations.runner import LedgerUnavailable, ScriptRunner
 from omnistock.reservations.sagas import (
     adjust_saga,
@@ -37,7 +38,7 @@ from omnistock.reservations.validation import (
 _encode = msgspec.json.encode
 
 
-class RedisLedger:
+class RedisLedger(MovementsMixin):
     def __init__(
         self,
         runner: ScriptRunner,

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from omnistock.domain.errors import InvalidInput
 from omnistock.domain.ids import is_valid_id
+from omnistock.domain.movement import SkuQty
 from omnistock.domain.reservation import MAX_TTL_S
 from omnistock.domain.stock import MAX_QTY, Adjustment, Line, Reason
 
@@ -79,3 +80,11 @@ def check_adjustments(op_id: str, adjustments: Sequence[Adjustment]) -> None:
             isinstance(a.ref, str) and 0 < len(a.ref) <= 128 and _printable(a.ref)
         ):
             raise InvalidInput(f"adjustments[{i}].ref", "1 to 128 printable characters")
+
+
+def check_sku_lines(lines: Sequence[SkuQty]) -> None:
+    if not 0 < len(lines) <= MAX_LINES:
+        raise InvalidInput("lines", f"1 to {MAX_LINES} lines")
+    for i, line in enumerate(lines):
+        check_id(f"lines[{i}].sku", line.sku)
+        check_qty(f"lines[{i}].qty", line.qty, low=1)

@@ -205,6 +205,77 @@ local function release_record(id, rp, r, status, kind, op, now)
   deadline_remove(id, rp, r.ln)
 end
 
+
+-- Transfers and holds are documents: one JSON string per partition part, {k = 't' or 'h', st,
+-- ln, ...}, at <tag>:d:<id>, in the partition of the part's lines (a hold and its transfer have
+-- the same lines, so their parts share partitions). Transfer statuses: q(requested), s(hipped,
+-- in transit), d(elivered: received), c(ancelled), f(ailed: res holds the refusal). Hold
+-- statuses: p(laced), y (ready), k (collected), c(ancelled), x (expired), f(ailed).
+-- Transfer lines: {partition, sku, qty, shipped, received}; hold lines: {partition, sku, qty,
+-- held}. Each transition remembers its operation id (sop, rop, cop, yop, kop), so repeating it
+-- replays.
+
+local function doc_key(id, rp)
+  return tag_of(rp or HOME_P) .. ':d:' .. id
+end
+
+local function read_doc(id, rp)
+  local raw = redis.call('GET', doc_key(id, rp))
+  if not raw then return nil end
+  return cjson.decode(raw)
+end
+
+local function write_doc(id, rp, d, ttl_ms)
+  if ttl_ms then
+    redis.call('SET', doc_key(id, rp), cjson.encode(d), 'PX', ttl_ms)
+  else
+    redis.call('SET', doc_key(id, rp), cjson.encode(d))
+  end
+end
+
+-- Changes one position by deltas and records the event.
+local function move(part, node, sku, doh, drs, dhd, dib, kind, op, ref, now)
+  local tag = tag_of(part)
+  return apply(tag, node, sku, read_pos(tag, node, sku), doh, drs, dhd, dib, nil, kind, op, ref,
+    now)
+end
+
+-- Gives a requested transfer's reservation back at its source.
+local function cancel_transfer_doc(id, rp, t, op, now)
+  for _, l in ipairs(t.ln) do
+    move(l[1], t.from, l[2], 0, -l[3], 0, 0, 'transfer_cancel', op, id, now)
+  end
+  t.st = 'c'
+  t.cop = op
+  t['end'] = now
+  write_doc(id, rp, t, RECORD_TTL_MS)
+end
+
+-- Ends a placed or ready hold without collection: what the store holds goes back to available;
+-- its transfer is cancelled if not shipped yet, and otherwise arrives as ordinary stock.
+local function release_hold(id, rp, d, status, kind, op, now)
+  for _, l in ipairs(d.ln) do
+    if l[4] > 0 then
+      move(l[1], d.store, l[2], 0, 0, -l[4], 0, kind, op, id, now)
+      l[4] = 0
+    end
+  end
+  if d.tid then
+    local t = read_doc(d.tid, rp)
+    if t and t.st == 'q' then
+      cancel_transfer_doc(d.tid, rp, t, op, now)
+    elseif t and t.st == 's' then
+      t.hid = nil
+      write_doc(d.tid, rp, t)
+    end
+  end
+  d.st = status
+  d.fop = op
+  d['end'] = now
+  write_doc(id, rp, d, RECORD_TTL_MS)
+  deadline_remove(id, rp, d.ln)
+end
+
 -- Expiry is data: before anything else, every script releases what is due in the partitions it
 -- touches, so availability is exact at the moment of expiry whether or not a sweeper runs.
 -- A partition swept at a given time needs no second sweep in the same batch, unless a caller
@@ -219,12 +290,22 @@ local function expire_due(now, force)
       local due = redis.call('ZRANGEBYSCORE', dkey, '-inf', now)
       for _, member in ipairs(due) do
         local rp, id = string.match(member, '^(%d+)/(.+)$')
-          local r = read_record(id, rp)
-        if r and r.st == 'a' then
-          release_record(id, rp, r, 'x', 'expire', 'expire:' .. id, now)
-          expired = expired + 1
+        if string.byte(id) == 104 then  -- 'h': a hold
+          local d = read_doc(id, rp)
+          if d and (d.st == 'p' or d.st == 'y') then
+            release_hold(id, rp, d, 'x', 'hold_expire', 'expire:' .. id, now)
+            expired = expired + 1
+          else
+            redis.call('ZREM', dkey, member)
+          end
         else
-          redis.call('ZREM', dkey, member)
+          local r = read_record(id, rp)
+          if r and r.st == 'a' then
+            release_record(id, rp, r, 'x', 'expire', 'expire:' .. id, now)
+            expired = expired + 1
+          else
+            redis.call('ZREM', dkey, member)
+          end
         end
       end
     end

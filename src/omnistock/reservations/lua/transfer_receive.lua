@@ -1,0 +1,64 @@
+-- Receive a shipped transfer (or one part), once: the destination's on_hand rises by what
+-- arrived and its inbound drops by what was shipped; a shortfall leaves inbound as a 'loss' event
+-- with the transfer id. Goods of a transfer made for a hold go straight into held at the store,
+-- in the same step, so they are never sellable to anyone else; the hold's ready_by and expiry
+-- then count from now.
+-- ARGV: now, op, transfer id, what arrived (JSON {sku: qty} for this part's lines; a SKU left out
+--       arrived not at all), or '' when everything shipped arrived.
+local now = clock(ARGV[1])
+expire_due(now)
+local op, id = ARGV[2], ARGV[3]
+local d = read_doc(id)
+if not d or d.k ~= 't' or d.st == 'f' then return { cjson.encode({ err = 'missing' }), 0 } end
+if d.st == 'd' and d.rop == op then return { cjson.encode(d), 1 } end
+if d.st ~= 's' then return { cjson.encode({ err = 'state', st = d.st }), 0 } end
+local arrived = nil
+if ARGV[4] ~= '' then
+  arrived = cjson.decode(ARGV[4])
+  local shipped = {}
+  for _, l in ipairs(d.ln) do shipped[l[2]] = l[4] end
+  for sku, qty in pairs(arrived) do
+    if shipped[sku] == nil then
+      return { cjson.encode({ err = 'unknown_line', sku = sku }), 0 }
+    end
+    if qty > shipped[sku] then
+      return { cjson.encode({ err = 'over', sku = sku, shipped = shipped[sku] }), 0 }
+    end
+  end
+end
+local hold = nil
+if d.hid then
+  hold = read_doc(d.hid)
+  if hold and hold.st ~= 'p' then hold = nil end
+end
+local held_for = {}
+for _, l in ipairs(d.ln) do
+  local got = l[4]
+  if arrived then got = arrived[l[2]] or 0 end
+  move(l[1], d.to, l[2], got, 0, 0, -got, 'receive', op, id, now)
+  if got < l[4] then
+    move(l[1], d.to, l[2], 0, 0, 0, -(l[4] - got), 'loss', op, id, now)
+  end
+  l[5] = got
+  held_for[l[2]] = got
+end
+d.st = 'd'
+d.rop = op
+d['end'] = now
+write_doc(id, HOME_P, d, RECORD_TTL_MS)
+if hold then
+  for _, hl in ipairs(hold.ln) do
+    local got = held_for[hl[2]] or 0
+    if got > 0 then
+      move(hl[1], hold.store, hl[2], 0, 0, got, 0, 'hold_arrive', op, d.hid, now)
+    end
+    hl[4] = got
+    if got < hl[3] then hold.short = true end
+  end
+  hold.arrived = true
+  hold.rb = now + hold.rdm
+  hold.exp = now + hold.win
+  write_doc(d.hid, HOME_P, hold)
+  deadline_add(d.hid, HOME_P, hold.ln, hold.exp)
+end
+return { cjson.encode(d), 0 }
