@@ -17,10 +17,12 @@ from litestar.openapi import OpenAPIConfig
 
 from omnistock.api.auth import auth_middleware
 from omnistock.api.controllers.availability import AvailabilityController
+from omnistock.api.controllers.holds import HoldsController
 from omnistock.api.controllers.nodes import NodesController
 from omnistock.api.controllers.reservations import ReservationsController
 from omnistock.api.controllers.service import DiagnosticsController, ServiceController
 from omnistock.api.controllers.stock import StockController
+from omnistock.api.controllers.transfers import TransfersController
 from omnistock.api.edge import Edge
 from omnistock.api.metrics import Metrics
 from omnistock.api.problems import handle
@@ -55,6 +57,8 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
             StockController,
             AvailabilityController,
             ReservationsController,
+            HoldsController,
+            TransfersController,
         ],
         lifespan=[lifespan],
         middleware=[auth_middleware],

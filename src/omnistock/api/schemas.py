@@ -191,6 +191,77 @@ class ReservationOut(msgspec.Struct, omit_defaults=True):
     order_ref: str | None = None
 
 
+# -- transfers and holds ------------------------------------------------------------------------
+
+
+class SkuLineIn(msgspec.Struct, forbid_unknown_fields=True):
+    sku: Id
+    qty: Qty
+
+
+class TransferIn(msgspec.Struct, forbid_unknown_fields=True):
+    from_node: Id
+    to_node: Id
+    lines: Annotated[list[SkuLineIn], msgspec.Meta(min_length=1, max_length=MAX_LINES)]
+    reason: Ref | None = None
+
+
+class ArrivedLineIn(msgspec.Struct, forbid_unknown_fields=True):
+    sku: Id
+    qty: Count
+
+
+class ReceiveIn(msgspec.Struct, forbid_unknown_fields=True):
+    lines: Annotated[list[ArrivedLineIn], msgspec.Meta(max_length=MAX_LINES)] | None = None
+
+
+class TransferLineOut(msgspec.Struct):
+    sku: str
+    qty: int
+    shipped: int
+    received: int
+
+
+class TransferOut(msgspec.Struct, omit_defaults=True):
+    transfer_id: str
+    status: str
+    from_node: str
+    to_node: str
+    lines: list[TransferLineOut]
+    created_at: str
+    reason: str | None = None
+    hold_id: str | None = None
+
+
+class HoldIn(msgspec.Struct, forbid_unknown_fields=True):
+    store_id: Id
+    lines: Annotated[list[SkuLineIn], msgspec.Meta(min_length=1, max_length=MAX_LINES)]
+    customer_ref: Ref
+    pickup_window_s: Annotated[int, msgspec.Meta(ge=1, le=30 * 86_400)] = 86_400
+    source_node_id: Id | None = None
+    allow_transfer: bool = False
+
+
+class HoldLineOut(msgspec.Struct):
+    sku: str
+    qty: int
+    held: int
+
+
+class HoldOut(msgspec.Struct, omit_defaults=True):
+    hold_id: str
+    status: str
+    store_id: str
+    lines: list[HoldLineOut]
+    customer_ref: str
+    ready_by: str | None
+    expires_at: str
+    created_at: str
+    short: bool
+    transfer_id: str | None = None
+    source_node_id: str | None = None
+
+
 # -- service -------------------------------------------------------------------------------------
 
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from omnistock.api.schemas import (
     CostOut,
+    HoldLineOut,
+    HoldOut,
     LineOut,
     NodeOut,
     PositionOut,
     ReservationOut,
+    TransferLineOut,
+    TransferOut,
     timestamp,
 )
+from omnistock.domain.movement import Hold, Transfer
 from omnistock.domain.node import Node
 from omnistock.domain.reservation import Reservation
 from omnistock.domain.stock import Position
@@ -53,4 +58,33 @@ def node(n: Node) -> NodeOut:
         priority=n.priority,
         cost=CostOut(n.cost.per_shipment, n.cost.per_km, n.cost.per_unit),
         pickup_ready_minutes=n.pickup_ready_minutes,
+    )
+
+
+def transfer(t: Transfer) -> TransferOut:
+    return TransferOut(
+        transfer_id=t.transfer_id,
+        status=t.status.value,
+        from_node=t.from_node,
+        to_node=t.to_node,
+        lines=[TransferLineOut(x.sku, x.qty, x.shipped, x.received) for x in t.lines],
+        created_at=timestamp(t.created_at_ms),
+        reason=t.reason,
+        hold_id=t.hold_id,
+    )
+
+
+def hold(h: Hold) -> HoldOut:
+    return HoldOut(
+        hold_id=h.hold_id,
+        status=h.status.value,
+        store_id=h.store_id,
+        lines=[HoldLineOut(x.sku, x.qty, x.held) for x in h.lines],
+        customer_ref=h.customer_ref,
+        ready_by=None if h.ready_by_ms is None else timestamp(h.ready_by_ms),
+        expires_at=timestamp(h.expires_at_ms),
+        created_at=timestamp(h.created_at_ms),
+        short=h.short,
+        transfer_id=h.transfer_id,
+        source_node_id=h.source_node_id,
     )
