@@ -494,8 +494,12 @@ def summarize_paced(
                     f[part] |= {"max_ms": _median(parts, "max_ms")}
             scenarios[s] = f
         out.append(
-            {"key": level.key, "label": level.label, "fraction": level.fraction}
-            | {"scenarios": scenarios}
+            {
+                "key": level.key,
+                "label": level.label,
+                "fraction": level.fraction,
+                "scenarios": scenarios,
+            }
         )
     return {"levels": out}
 
@@ -793,7 +797,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     if seconds <= 0 or warmup < 0 or rounds < 1 or a.connections < 1 or a.workers < 1:
         p.error("need --seconds > 0, --warmup >= 0 and --rounds, --connections, --workers >= 1")
     try:
-        rates = tuple(float(x) for x in a.paced_rates.split(",") if x.strip())
+        rates = tuple(dict.fromkeys(float(x) for x in a.paced_rates.split(",") if x.strip()))
     except ValueError:
         p.error(f"--paced-rates: not a comma-separated list of numbers: {a.paced_rates!r}")
     if not a.paced_fraction > 0 or not all(r > 0 for r in rates):
