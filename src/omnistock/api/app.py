@@ -19,7 +19,9 @@ from omnistock.api.auth import auth_middleware
 from omnistock.api.controllers.availability import AvailabilityController
 from omnistock.api.controllers.holds import HoldsController
 from omnistock.api.controllers.nodes import NodesController
+from omnistock.api.controllers.orders import OrdersController
 from omnistock.api.controllers.reservations import ReservationsController
+from omnistock.api.controllers.routing import BATCH_DEADLINE_S, RoutingController
 from omnistock.api.controllers.service import DiagnosticsController, ServiceController
 from omnistock.api.controllers.stock import StockController
 from omnistock.api.controllers.transfers import TransfersController
@@ -59,6 +61,8 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
             ReservationsController,
             HoldsController,
             TransfersController,
+            RoutingController,
+            OrdersController,
         ],
         lifespan=[lifespan],
         middleware=[auth_middleware],
@@ -78,4 +82,9 @@ def create_asgi(settings: Settings | None = None) -> Edge:
     """The app as served: the Litestar app inside the edge layer."""
     settings = settings or Settings.from_env()
     metrics = Metrics(settings.data_dir / "metrics")
-    return Edge(create_app(settings, metrics), metrics, deadline_s=settings.request_timeout_s)
+    return Edge(
+        create_app(settings, metrics),
+        metrics,
+        deadline_s=settings.request_timeout_s,
+        long_paths={"/v1/routing/batch": BATCH_DEADLINE_S},
+    )

@@ -29,10 +29,20 @@ def _problem_bytes(status: int, title: str, detail: str, field: str | None = Non
 
 
 class Edge:
-    def __init__(self, app: Any, metrics: Metrics, *, deadline_s: float) -> None:
+    def __init__(
+        self,
+        app: Any,
+        metrics: Metrics,
+        *,
+        deadline_s: float,
+        long_paths: dict[str, float] | None = None,
+    ) -> None:
+        """``long_paths``: routes that compute for long by design (batch planning) and their
+        own deadlines."""
         self.app = app
         self.metrics = metrics
         self.deadline_s = deadline_s
+        self.long_paths = long_paths or {}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -59,7 +69,8 @@ class Edge:
                     ),
                 )
                 return
-            async with asyncio.timeout(self.deadline_s):
+            deadline_s = self.long_paths.get(scope["path"], self.deadline_s)
+            async with asyncio.timeout(deadline_s):
                 await self.app(scope, receive, send_tracked)
         except TimeoutError:
             if state[0]:
@@ -70,7 +81,7 @@ class Edge:
                 _problem_bytes(
                     503,
                     "Dependency unavailable",
-                    f"no answer within the request timeout of {self.deadline_s:g} s",
+                    "no answer within the request timeout",
                 ),
                 retry_after=True,
             )

@@ -18,7 +18,9 @@ import msgspec
 from litestar import Request
 
 from omnistock.api.auth import principal_of
-from omnistock.api.problems import invalid
+from omnistock.api.problems import ApiProblem, invalid
+from omnistock.domain.errors import IdempotencyKeyReused
+from omnistock.reservations import keys
 from omnistock.reservations.claims import RequestClaim
 
 HEADER = "idempotency-key"
@@ -62,3 +64,60 @@ def operation(
 
 def replay_headers(claim: RequestClaim | None) -> dict[str, str] | None:
     return {REPLAYED: "true"} if claim is not None and claim.replayed else None
+
+
+class StoredResponses:
+    """The stored first response of requests made of several steps (orders), under their
+    operation id: the same request again gets it back, another under the same key 422, and the
+    same request while the first is still running 409. Single-step requests need none of this:
+    the ledger's own memory of the operation replays them."""
+
+    LOCK_MS = 30_000
+    KEEP_MS = 48 * 3600 * 1000
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    @staticmethod
+    def _keys(op_id: str) -> tuple[str, str]:
+        tag = keys.tag(keys.partition_of(op_id))
+        return f"{tag}:resp:{op_id}", f"{tag}:lock:{op_id}"
+
+    async def begin(self, op_id: str, claim: RequestClaim) -> tuple[int, bytes] | None:
+        """The stored (status, body) to replay, or None when this request is to run now."""
+        response_key, lock_key = self._keys(op_id)
+        stored = await self._stored(response_key, claim)
+        if stored is not None:
+            return stored
+        if not await self._client.set(lock_key, claim.fingerprint, nx=True, px=self.LOCK_MS):
+            stored = await self._stored(response_key, claim)
+            if stored is not None:
+                return stored
+            raise ApiProblem(
+                409,
+                "request-in-progress",
+                "Request in progress",
+                "the first request with this Idempotency-Key is still running",
+                "Idempotency-Key",
+            )
+        return None
+
+    async def finish(self, op_id: str, claim: RequestClaim, status: int, body: bytes) -> None:
+        response_key, lock_key = self._keys(op_id)
+        record = _encode({"fp": claim.fingerprint, "status": status, "body": body.decode()})
+        await self._client.set(response_key, record, px=self.KEEP_MS)
+        await self._client.delete(lock_key)
+
+    async def abandon(self, op_id: str) -> None:
+        """The request failed without an answer worth keeping (bad input, a dependency down)."""
+        await self._client.delete(self._keys(op_id)[1])
+
+    async def _stored(self, key: str, claim: RequestClaim) -> tuple[int, bytes] | None:
+        raw = await self._client.get(key)
+        if raw is None:
+            return None
+        record = msgspec.json.decode(raw)
+        if record["fp"] != claim.fingerprint:
+            raise IdempotencyKeyReused()
+        claim.replayed = True
+        return int(record["status"]), record["body"].encode()

@@ -262,6 +262,43 @@ class HoldOut(msgspec.Struct, omit_defaults=True):
     source_node_id: str | None = None
 
 
+# -- routing and orders -------------------------------------------------------------------------
+
+Strategy = Literal["cost", "fewest_shipments", "closest", "priority"]
+MAX_BATCH_ORDERS = 10_000
+
+
+class QuoteIn(msgspec.Struct, forbid_unknown_fields=True):
+    lines: Annotated[list[SkuLineIn], msgspec.Meta(min_length=1, max_length=MAX_LINES)]
+    destination: Point | None = None
+    pickup_node_id: Id | None = None
+    strategy: Strategy = "cost"
+    max_shipments: Annotated[int, msgspec.Meta(ge=1, le=MAX_LINES)] | None = None
+
+
+class OrderIn(msgspec.Struct, forbid_unknown_fields=True):
+    order_id: Id
+    lines: Annotated[list[SkuLineIn], msgspec.Meta(min_length=1, max_length=MAX_LINES)]
+    destination: Point | None = None
+    pickup_node_id: Id | None = None
+    strategy: Strategy = "cost"
+    max_shipments: Annotated[int, msgspec.Meta(ge=1, le=MAX_LINES)] | None = None
+    ttl_s: Annotated[int, msgspec.Meta(ge=1, le=MAX_TTL_S)] = 900
+
+
+class BatchOrderIn(msgspec.Struct, forbid_unknown_fields=True):
+    lines: Annotated[list[SkuLineIn], msgspec.Meta(min_length=1, max_length=MAX_LINES)]
+    destination: Point
+    order_id: Id | None = None
+    strategy: Strategy = "cost"
+    max_shipments: Annotated[int, msgspec.Meta(ge=1, le=MAX_LINES)] | None = None
+
+
+class BatchIn(msgspec.Struct, forbid_unknown_fields=True):
+    orders: Annotated[list[BatchOrderIn], msgspec.Meta(min_length=1, max_length=MAX_BATCH_ORDERS)]
+    time_limit_ms: Annotated[int, msgspec.Meta(ge=100, le=110_000)] = 30_000
+
+
 # -- service -------------------------------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from omnistock.domain.node import Cost, Node
+from omnistock.routing.network import Network
 from omnistock.store.database import nodes
 
 
@@ -59,6 +60,7 @@ class NodeCatalog:
         self._engine = engine
         self._nodes: dict[str, Node] = {}
         self._signature: tuple[int, int] | None = None
+        self._network: Network | None = None
 
     async def put(self, node: Node) -> bool:
         """Creates or replaces a node; True when it was created."""
@@ -80,6 +82,7 @@ class NodeCatalog:
                     )
                 created = False
         self._nodes[node.node_id] = node
+        self._network = None
         return created
 
     async def get(self, node_id: str) -> Node | None:
@@ -91,6 +94,7 @@ class NodeCatalog:
         if row is None:
             return None
         node = self._nodes[node_id] = _node_of(row)
+        self._network = None
         return node
 
     async def unknown(self, node_ids: Iterable[str]) -> list[str]:
@@ -123,4 +127,11 @@ class NodeCatalog:
             rows = (await conn.execute(sa.select(nodes))).all()
         self._nodes = {row._mapping["node_id"]: _node_of(row) for row in rows}
         self._signature = signature
+        self._network = None
         return True
+
+    def network(self) -> Network:
+        """The routing network of every cached node, rebuilt only when the catalog changed."""
+        if self._network is None:
+            self._network = Network(self._nodes.values())
+        return self._network
