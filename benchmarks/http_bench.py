@@ -96,6 +96,7 @@ FIGURES = (
     "max_ms",
     "client_cpu_usec_per_req",
     "server_cpu_usec_per_req",
+    "other_cpu_cores",
 )
 
 
@@ -466,6 +467,7 @@ PACED_FIGURES = (
     "max_ms",
     "client_cpu_usec_per_req",
     "server_cpu_usec_per_req",
+    "other_cpu_cores",
 )
 
 
@@ -538,6 +540,19 @@ def judge(summary: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": p99 is not None and p99 < TARGET_P99_MS,
             }
         )
+    for real, peer in PAIRS:
+        f = level["scenarios"][peer]
+        out.append(
+            {
+                "name": f"{peer} p99 at {level['label']} ({f['offered_rps']:.0f} req/s offered)",
+                "value": f["p99_ms"],
+                "unit": " ms",
+                "goal": None,
+                "met": None,
+                "note": f"no-op peer of {real}, information: the app and the shared machine "
+                "alone at the same fraction of saturation",
+            }
+        )
     connections = s["noop-get"]["rounds"][0]["connections"]
     for scenario in ("reserve-release", "availability"):
         f = s[scenario]
@@ -549,6 +564,8 @@ def judge(summary: dict[str, Any]) -> list[dict[str, Any]]:
                 "unit": " ms",
                 "goal": None,
                 "met": None,
+                "note": "information, not judged: at saturation the mean latency is "
+                "connections / throughput, mostly queueing",
             }
         )
     return out
@@ -559,10 +576,7 @@ def verdict_lines(targets: Sequence[dict[str, Any]]) -> list[str]:
     for t in targets:
         figure = f"{t['name']}: {_fmt(t['value'])}{t['unit']}"
         if t["goal"] is None:
-            lines.append(
-                f"{figure} (information, not judged: at saturation the mean latency is "
-                "connections / throughput, mostly queueing)"
-            )
+            lines.append(f"{figure} ({t['note']})")
         else:
             lines.append(f"{figure} (target {t['goal']}): {'met' if t['met'] else 'not met'}")
     return lines
@@ -630,25 +644,27 @@ def markdown(report: dict[str, Any]) -> str:
         "server rather than the latency of the service at a given load.",
         "",
         "| scenario | req/s | p50 ms | p90 ms | p99 ms | max ms | client CPU µs/req "
-        "| server CPU µs/req |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| server CPU µs/req | other CPU cores |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name in SCENARIOS:
         f = s[name]
         out.append(
             f"| {name} | {_num(f['throughput_rps'], 0)} | {_num(f['p50_ms'])} | "
             f"{_num(f['p90_ms'])} | {_num(f['p99_ms'])} | {_num(f['max_ms'])} | "
-            f"{_num(f['client_cpu_usec_per_req'], 1)} | {_num(f['server_cpu_usec_per_req'], 1)} |"
+            f"{_num(f['client_cpu_usec_per_req'], 1)} | {_num(f['server_cpu_usec_per_req'], 1)} | "
+            f"{_num(f['other_cpu_cores'])} |"
         )
     for part in ("reserve", "release"):
         f = s["reserve-release"][part]
         out.append(
             f"| (reserve-release: {part} only) | | {_num(f['p50_ms'])} | {_num(f['p90_ms'])} | "
-            f"{_num(f['p99_ms'])} | {_num(f['max_ms'])} | | |"
+            f"{_num(f['p99_ms'])} | {_num(f['max_ms'])} | | | |"
         )
     per_round = report["ratios"]["per_round"]
     out += paced_markdown(report["paced"], c["connections"])
     out += ["", "## Verdicts", "", *(f"- {line}" for line in verdict_lines(report["targets"]))]
+    out += ["", other_work_line(report)]
     out += [
         "",
         "Per-round ratios: reserve-release/noop-post "
@@ -661,7 +677,10 @@ def markdown(report: dict[str, Any]) -> str:
         "Each reserve and each release is one request (req/s counts both). Client CPU µs/req: "
         "CPU time of the load-generator process per request. Server CPU µs/req: user+system "
         "CPU of `omnistock serve` and all its descendants (granian workers, embedded Valkey) "
-        "per request, from /proc, over the measured window.",
+        "per request, from /proc, over the measured window. Other CPU cores: cores the rest "
+        "of the machine kept busy over the window (all busy CPU in /proc/stat minus client and "
+        "server; kernel work charged to no process included): on 2 cores, anything well above "
+        "0 is other work competing with the benchmark.",
         "",
     ]
     return "\n".join(out)
@@ -682,11 +701,16 @@ def paced_markdown(paced: dict[str, Any], connections: int) -> list[str]:
         "completion. Achieved req/s: responses completed in the window per second. Client wait "
         "p99: p99 over requests of how long each waited in the client past its scheduled time "
         "(behind its connection's previous answer, or on the client's event loop); queued: "
-        "share of requests whose slot came due while the previous answer was outstanding.",
+        "share of requests whose slot came due while the previous answer was outstanding. "
+        "The tail is sensitive to the shared machine: a stall of the cores holds up every "
+        "connection, and at a fraction f of saturation the backlog it leaves takes f / (1 - f) "
+        "times the stall's length to work off (as long as the stall at 50%); the no-op peers' "
+        "rows show how much of a tail the machine and the app alone have.",
         "",
         "| scenario | offered req/s | achieved req/s | p50 ms | p90 ms | p99 ms | max ms "
-        "| client wait p99 ms | queued | client CPU µs/req | server CPU µs/req |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| client wait p99 ms | queued | client CPU µs/req | server CPU µs/req "
+        "| other CPU cores |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for level in paced["levels"]:
         for name in SCENARIOS:
@@ -697,13 +721,13 @@ def paced_markdown(paced: dict[str, Any], connections: int) -> list[str]:
                 f"{_num(f['p99_ms'])} | {_num(f['max_ms'])} | {_num(f['send_delay_p99_ms'])} | "
                 f"{f['queued_behind_share'] * 100:.1f}% | "
                 f"{_num(f['client_cpu_usec_per_req'], 1)} | "
-                f"{_num(f['server_cpu_usec_per_req'], 1)} |"
+                f"{_num(f['server_cpu_usec_per_req'], 1)} | {_num(f['other_cpu_cores'])} |"
             )
         for part in ("reserve", "release"):
             f = level["scenarios"]["reserve-release"][part]
             out.append(
                 f"| (reserve-release @ {level['label']}: {part} only) | | | {_num(f['p50_ms'])} | "
-                f"{_num(f['p90_ms'])} | {_num(f['p99_ms'])} | {_num(f['max_ms'])} | | | | |"
+                f"{_num(f['p90_ms'])} | {_num(f['p99_ms'])} | {_num(f['max_ms'])} | | | | | |"
             )
     out.append("")
     for level in paced["levels"]:
@@ -713,6 +737,27 @@ def paced_markdown(paced: dict[str, Any], connections: int) -> list[str]:
         )
         out.append(f"Per-round paced p99 ms at {level['label']}: {per_round}.")
     return out
+
+
+def other_work_line(report: dict[str, Any]) -> str:
+    """How busy the rest of the machine was during the measured windows of each phase."""
+    closed = [r for f in report["scenarios"].values() for r in f["rounds"]]
+    paced = [
+        r
+        for level in report["paced"]["levels"]
+        for f in level["scenarios"].values()
+        for r in f["rounds"]
+    ]
+    parts = []
+    for name, runs in (("closed loop", closed), ("paced", paced)):
+        values = [r["other_cpu_cores"] for r in runs if r.get("other_cpu_cores") is not None]
+        if values:
+            parts.append(f"{name} {statistics.median(values):.2f} / {max(values):.2f}")
+    figures = ", ".join(parts) if parts else "n/a"
+    return (
+        "Other work on the machine during the measured windows (CPU cores besides client and "
+        f"server, median / max over runs): {figures}."
+    )
 
 
 def _first(problems: Sequence[str], shown: int = 5) -> str:

@@ -56,7 +56,8 @@ application/json``. After ``--warmup`` seconds (paced at the same rate in paced 
 next ``--seconds`` are measured; ``outside_window`` reports what happened during warm-up and
 drain. One JSON object goes to stdout: requests, ok (2xx), non_2xx by status, errors,
 throughput_rps, p50/p90/p99/max latency in ms, the client's CPU per request and, with
-``--server-pid``, the CPU of that process and all its descendants per request (Linux /proc).
+``--server-pid``, the CPU of that process and all its descendants per request (Linux /proc),
+and how many cores the rest of the machine kept busy meanwhile (``other_cpu_cores``).
 
 ``--check`` is a self-test: it starts a stdlib stub of the endpoints above in a subprocess, runs
 every scenario briefly against it, closed loop and paced, and checks the stub's view (every
@@ -494,6 +495,30 @@ def tree_cpu_s(pid: int | None) -> float | None:
     return sum(tree.values()) / os.sysconf("SC_CLK_TCK") if tree else None
 
 
+def machine_cpu_s() -> float | None:
+    """Busy CPU seconds of the whole machine so far (all CPUs, /proc/stat), or None."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = sum(fields[3:5])  # idle, iowait
+    busy = sum(fields[:8]) - idle  # user, nice, system, irq, softirq, steal
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def other_cpu(
+    machine: float | None, client: float, server: float | None, elapsed: float
+) -> dict[str, float | None]:
+    """Cores busy on the machine during the window, and those busy with neither the load
+    generator nor the server's process tree (other work on the shared machine, plus kernel
+    work charged to no process)."""
+    if machine is None or elapsed <= 0:
+        return {"machine_cpu_cores": None, "other_cpu_cores": None}
+    other = None if server is None else max(0.0, machine - client - server) / elapsed
+    return {"machine_cpu_cores": machine / elapsed, "other_cpu_cores": other}
+
+
 def latency_ms(samples: Sequence[int]) -> dict[str, float | None]:
     """Nearest-rank quantiles, the same rule as the ledger benchmark."""
     ordered = sorted(samples)
@@ -528,12 +553,13 @@ async def run_load(url: str, key: str, opts: LoadOptions) -> dict[str, Any]:
     tasks = start_workers(plan, conns)
     warm, measured, drain = run.window, Window(), Window()
     await asyncio.sleep(opts.warmup_s)
+    machine0 = machine_cpu_s()
     server0, cpu0, start = tree_cpu_s(opts.server_pid), time.process_time(), time.perf_counter()
     run.window = measured
     await asyncio.sleep(opts.seconds)
     run.window = drain
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu0
-    server1 = tree_cpu_s(opts.server_pid)
+    server1, machine1 = tree_cpu_s(opts.server_pid), machine_cpu_s()
     run.stop = True
     done, pending = await asyncio.wait(tasks, timeout=DRAIN_TIMEOUT_S)
     for task in pending:
@@ -542,8 +568,10 @@ async def run_load(url: str, key: str, opts: LoadOptions) -> dict[str, Any]:
     for conn in conns:
         conn.close()
     server_cpu = None if server0 is None or server1 is None else server1 - server0
+    machine = None if machine0 is None or machine1 is None else machine1 - machine0
     return summary(plan, opts, measured, [warm, drain], elapsed, cpu, server_cpu) | {
         "mode": "closed",
+        **other_cpu(machine, cpu, server_cpu, elapsed),
         "unfinished_connections": len(pending),
         "failed_connections": len(failures),
         "failures": failures[:5],
@@ -577,12 +605,13 @@ async def run_paced(url: str, key: str, opts: LoadOptions) -> dict[str, Any]:
     tasks = start_paced_workers(plan, conns, start, interval, w1)
     warm, measured_errors, drain = run.window, Window(), Window()
     await _sleep_until(w0)
+    machine0 = machine_cpu_s()
     server0, cpu0, t0 = tree_cpu_s(opts.server_pid), time.process_time(), clock()
     run.window = measured_errors
     await _sleep_until(w1)
     run.window = drain
     t1, cpu = clock(), time.process_time() - cpu0
-    server1 = tree_cpu_s(opts.server_pid)
+    server1, machine1 = tree_cpu_s(opts.server_pid), machine_cpu_s()
     done, pending = await asyncio.wait(tasks, timeout=DRAIN_TIMEOUT_S)
     if pending:
         run.stop = True
@@ -594,9 +623,11 @@ async def run_paced(url: str, key: str, opts: LoadOptions) -> dict[str, Any]:
     for conn in conns:
         conn.close()
     server_cpu = None if server0 is None or server1 is None else server1 - server0
+    machine = None if machine0 is None or machine1 is None else machine1 - machine0
     window = (w0, w1, t0, t1)
     errors = (measured_errors.errors, warm.errors + drain.errors)
     return paced_summary(plan, opts, run.records, window, errors, cpu, server_cpu) | {
+        **other_cpu(machine, cpu, server_cpu, (t1 - t0) / 1e9),
         "unfinished_connections": len(pending),
         "failed_connections": len(failures),
         "failures": failures[:5],

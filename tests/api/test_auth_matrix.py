@@ -13,14 +13,16 @@ from typing import Any
 import pytest
 
 from tests.api.conftest import KEYS, NODE_BODY, Ids, auth, make_node, set_stock
+from tests.api.movement_support import hold_ok, sku_line, step_ok, transfer_ok
 from tests.api.support import assert_problem, line, reserve_ok, snapshot
 
 RANK = {"storefront": 1, "oms": 2, "admin": 3}
 WRONG_KEY = "test-unknown-key-0000000009"
 CREDENTIALS = ("no key", "wrong key", "storefront", "oms", "admin")
 
-# What a route needs before it can succeed: nothing, a node, stock at it, or a reservation.
-NOTHING, NODE, STOCK, RESERVATION = range(4)
+# What a route needs before it can succeed: nothing, a node, stock at it, a reservation, or
+# also a pickup store with holds (placed and ready) and transfers (requested and shipped).
+NOTHING, NODE, STOCK, RESERVATION, MOVEMENTS = range(5)
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,78 @@ ROUTES = (
         needs=RESERVATION,
         writes=True,
     ),
+    Route(
+        "place-hold",
+        "POST",
+        "/v1/holds",
+        "oms",
+        201,
+        needs=MOVEMENTS,
+        body=lambda c: {
+            "store_id": c["store"],
+            "lines": [sku_line(c["sku"], 2)],
+            "customer_ref": "c-1",
+        },
+        idempotent=True,
+        writes=True,
+    ),
+    Route("get-hold", "GET", "/v1/holds/{hid}", "oms", 200, needs=MOVEMENTS),
+    Route("ready-hold", "POST", "/v1/holds/{hid}/ready", "oms", 200, needs=MOVEMENTS, writes=True),
+    Route(
+        "collect-hold",
+        "POST",
+        "/v1/holds/{ready_hid}/collect",
+        "oms",
+        200,
+        needs=MOVEMENTS,
+        writes=True,
+    ),
+    Route(
+        "cancel-hold", "POST", "/v1/holds/{hid}/cancel", "oms", 200, needs=MOVEMENTS, writes=True
+    ),
+    Route(
+        "request-transfer",
+        "POST",
+        "/v1/transfers",
+        "oms",
+        201,
+        needs=MOVEMENTS,
+        body=lambda c: {
+            "from_node": c["node"],
+            "to_node": c["store"],
+            "lines": [sku_line(c["sku"], 1)],
+        },
+        idempotent=True,
+        writes=True,
+    ),
+    Route("get-transfer", "GET", "/v1/transfers/{tid}", "oms", 200, needs=MOVEMENTS),
+    Route(
+        "ship-transfer",
+        "POST",
+        "/v1/transfers/{tid}/ship",
+        "oms",
+        200,
+        needs=MOVEMENTS,
+        writes=True,
+    ),
+    Route(
+        "receive-transfer",
+        "POST",
+        "/v1/transfers/{shipped_tid}/receive",
+        "oms",
+        200,
+        needs=MOVEMENTS,
+        writes=True,
+    ),
+    Route(
+        "cancel-transfer",
+        "POST",
+        "/v1/transfers/{tid}/cancel",
+        "oms",
+        200,
+        needs=MOVEMENTS,
+        writes=True,
+    ),
 )
 
 
@@ -147,6 +221,19 @@ async def prepare(client: Any, ids: Ids, needs: int) -> dict[str, str]:
     if needs >= RESERVATION:
         made = await reserve_ok(client, ids.key(), [line(ctx["node"], ctx["sku"], 4)])
         ctx["rid"] = made["reservation_id"]
+    if needs >= MOVEMENTS:
+        ctx["store"] = ids.node("store")
+        await make_node(client, ctx["store"], kind="store", pickup=True)
+        await set_stock(client, ctx["store"], ctx["sku"], 10)
+        lines = [sku_line(ctx["sku"], 1)]
+        ctx["hid"] = (await hold_ok(client, ids.key(), ctx["store"], lines))["hold_id"]
+        ctx["ready_hid"] = (await hold_ok(client, ids.key(), ctx["store"], lines))["hold_id"]
+        await step_ok(client, "holds", ctx["ready_hid"], "ready")
+        made = await transfer_ok(client, ids.key(), ctx["node"], ctx["store"], lines)
+        ctx["tid"] = made["transfer_id"]
+        made = await transfer_ok(client, ids.key(), ctx["node"], ctx["store"], lines)
+        ctx["shipped_tid"] = made["transfer_id"]
+        await step_ok(client, "transfers", ctx["shipped_tid"], "ship")
     return ctx
 
 
@@ -161,6 +248,14 @@ async def observable_state(client: Any, ctx: dict[str, str], needs: int) -> dict
     if needs >= RESERVATION:
         got = await client.get(f"/v1/reservations/{ctx['rid']}", headers=auth("admin"))
         state["reservation"] = got.json()
+    if needs >= MOVEMENTS:
+        state["store position"] = await snapshot(client, [(ctx["store"], ctx["sku"])])
+        for name in ("hid", "ready_hid"):
+            got = await client.get(f"/v1/holds/{ctx[name]}", headers=auth("admin"))
+            state[name] = got.json()
+        for name in ("tid", "shipped_tid"):
+            got = await client.get(f"/v1/transfers/{ctx[name]}", headers=auth("admin"))
+            state[name] = got.json()
     return state
 
 

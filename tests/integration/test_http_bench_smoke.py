@@ -20,6 +20,7 @@ VERDICT_LINES = (
     "reserve-release closed-loop p99 at saturation (",
     "availability closed-loop p99 at saturation (",
     "## Paced (open loop, below saturation)",
+    "Other work on the machine during the measured windows",
 )
 
 

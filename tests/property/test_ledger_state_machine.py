@@ -3,10 +3,13 @@
 A hypothesis state machine runs random sequences of every ledger operation against a real Valkey
 (a single server, then a 3-shard cluster) and against ``ModelLedger``, with one fake clock in
 milliseconds shared by both, so deadlines are crossed deterministically. Every call must give the
-same result or the same error on both; after every step both ledgers must hold the same positions
-and reservations, and the ledger invariants must hold: no negative quantity, ``reserved`` is the
-sum of the active reservations' lines, and ``on_hand`` moves only through set_stock, adjust and
-commit.
+same result or the same error on both; after every step both ledgers must hold the same positions,
+reservations, transfers and holds, and the ledger invariants must hold: no negative quantity;
+``reserved`` is the sum of the active reservations' lines and the requested transfers' lines at
+their source; ``held`` is what the placed and ready holds hold; ``inbound`` is what the transfers
+in transit carry to their destination; ``on_hand`` moves only through set_stock, adjust, commit,
+ship, receive and collect; and per SKU, on_hand + inbound summed over the nodes moves only
+through set_stock, adjust, commit, collect and the losses of receipts.
 
 Each example starts on an empty keyspace (FLUSHALL on a server owned by this module, so other
 modules' data is never touched). The async ledgers are driven from the synchronous machine through
@@ -52,6 +55,7 @@ from omnistock.domain.errors import (
     NotFound,
     VersionConflict,
 )
+from omnistock.domain.movement import Hold, HoldStatus, SkuQty, Transfer, TransferStatus
 from omnistock.domain.reservation import Reservation, ReservationStatus
 from omnistock.domain.stock import Adjustment, Line, Position, Reason
 from omnistock.reservations import keys
@@ -223,7 +227,8 @@ class Call:
 
 class Tick(NamedTuple):
     """How far the clock moves before a call: not at all, by ``ms``, or to ``offset`` ms from the
-    deadline of the ``pick``-th active reservation (-1: just before, 0: exactly at it)."""
+    deadline of the ``pick``-th active reservation (-1: just before, 0: exactly at it). Holds
+    have a rule of their own for that (``to_hold_deadline``): their deadlines are far off."""
 
     kind: str
     ms: int = 0
@@ -263,8 +268,56 @@ GHOSTS = (
     "not-a-reservation",
     keys.reservation_id("ghost", keys.partition_of(SKUS[2]), single=True),
 )
+sku_lines = st.lists(st.builds(SkuQty, skus, st.integers(1, 4)), min_size=1, max_size=3)
+other_node = st.sampled_from([1, 1, 1, 2, 2, 2, 0])
+"""Another node, as an offset in NODES from the first; now and then (0) the same node."""
+windows = st.one_of(
+    st.integers(1, 3000), st.integers(60_000, 600_000), st.integers(60_000, 600_000)
+)
+"""Pickup windows: mostly longer than the waits of a whole program (only ``to_hold_deadline``
+reaches them), else likely to run out."""
+receipts = st.one_of(
+    st.none(),
+    st.lists(st.tuples(st.integers(0, 4), st.sampled_from([0, 0, 1, 2, 5, -1])), max_size=3),
+)
+"""What arrived: None (everything shipped), or per entry a line of the transfer (4: a SKU not on
+it) and how many short of what was ordered (-1: one more than shipped)."""
+DOC_GHOSTS = (
+    "not-a-document",
+    keys.doc_id("t", "ghost", keys.partition_of(SKUS[2]), single=True),
+    keys.doc_id("h", "ghost", keys.partition_of(SKUS[2]), single=True),
+)
+ghosts = st.one_of(st.none(), st.none(), st.none(), st.none(), st.sampled_from(DOC_GHOSTS))
+"""Now and then an id that is no transfer's or hold's: malformed, never used, or of the other
+kind, instead of the one picked."""
+LIVE_HOLD = (HoldStatus.PLACED, HoldStatus.READY)
 recent = st.one_of(st.just(0), st.integers(0, 1000))
 """Which earlier item, counting back from the latest: often the latest itself."""
+fitting = st.sampled_from([True, True, True, False])
+"""Pick among the transfers or holds the action suits (if any), or among all of them."""
+TRANSFER_ACTIONS = ("next", "next", "ship_transfer", "receive", "cancel_transfer", "get")
+HOLD_ACTIONS = ("next", "next", "ready_hold", "collect_hold", "cancel_hold", "get")
+"""``next`` takes a transfer or hold one step along its way (see ``LedgerComparison.next_of``)."""
+
+
+class Act(NamedTuple):
+    """One action on a transfer or hold: which (``pick`` counting back from the latest, among
+    those the action suits when ``fit``; or ``ghost``), and for a receipt what arrived."""
+
+    action: str
+    pick: int
+    fit: bool
+    receipt: list[tuple[int, int]] | None
+    ghost: str | None
+
+
+def acts(actions: tuple[str, ...]) -> st.SearchStrategy[list[Act]]:
+    """One to three actions: a rule runs them in a row, so a program of a few dozen steps sees
+    transfers and holds through their whole life."""
+    act = st.builds(Act, st.sampled_from(actions), recent, fitting, receipts, ghosts)
+    return st.lists(act, min_size=1, max_size=3)
+
+
 _examples = itertools.count()
 
 
@@ -281,8 +334,12 @@ class LedgerComparison(RuleBasedStateMachine):
         self.ops = itertools.count()
         self.calls: list[Call] = []
         self.pairs: list[Pair] = []
+        self.transfers: list[Pair] = []
+        self.holds: list[Pair] = []
         self.ghosts: list[str] = list(GHOSTS)
         self.on_hand: dict[tuple[str, str], int] = {}
+        # Per SKU, on_hand + inbound over every node, as the operations that may change it left it.
+        self.total: dict[str, int] = dict.fromkeys(SKUS, 0)
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -345,12 +402,32 @@ class LedgerComparison(RuleBasedStateMachine):
             assert self.comparable(r) == self.comparable(m), where
         elif isinstance(r, Reservation):
             assert isinstance(m, Reservation), where
-            known = [p for p in self.pairs if p.redis_id == r.reservation_id]
-            if known:
-                assert known[0].model_id == m.reservation_id, where
+            self.check_pair(self.pairs, r.reservation_id, m.reservation_id, where)
             assert self.comparable_reservation(r) == self.comparable_reservation(m), where
+        elif isinstance(r, Transfer):
+            assert isinstance(m, Transfer), where
+            self.check_pair(self.transfers, r.transfer_id, m.transfer_id, where)
+            self.check_pair(self.holds, r.hold_id, m.hold_id, where)
+            same = {"transfer_id": "", "hold_id": None}
+            assert msgspec.structs.replace(r, **same) == msgspec.structs.replace(m, **same), where
+        elif isinstance(r, Hold):
+            assert isinstance(m, Hold), where
+            self.check_pair(self.holds, r.hold_id, m.hold_id, where)
+            self.check_pair(self.transfers, r.transfer_id, m.transfer_id, where)
+            same = {"hold_id": "", "transfer_id": None}
+            assert msgspec.structs.replace(r, **same) == msgspec.structs.replace(m, **same), where
         else:
             assert r == m, where
+
+    @staticmethod
+    def check_pair(
+        pairs: list[Pair], redis_id: str | None, model_id: str | None, where: str
+    ) -> None:
+        """Both ids name the same thing: both None, or paired when one of them is known."""
+        assert (redis_id is None) == (model_id is None), where
+        known = [p for p in pairs if p.redis_id == redis_id]
+        if known:
+            assert known[0].model_id == model_id, where
 
     def comparable(self, p: Position) -> Position:
         return msgspec.structs.replace(p, version=0) if self.cluster else p
@@ -401,15 +478,20 @@ class LedgerComparison(RuleBasedStateMachine):
             (args, {"safety_stock": safety, "if_version": versions[1]}),
         )
         if self.mutate(call).error is None:
-            self.on_hand[(node, sku)] = on_hand
+            self.count_on_hand(node, sku, on_hand - self.on_hand.get((node, sku), 0), total=True)
+
+    def count_on_hand(self, node: str, sku: str, delta: int, *, total: bool) -> None:
+        """An on_hand change some operation made; ``total``: one that changes the SKU's total."""
+        self.on_hand[(node, sku)] = self.on_hand.get((node, sku), 0) + delta
+        if total:
+            self.total[sku] += delta
 
     @rule(tick=ticks, adjustments=adjustments)
     def adjust(self, tick: Tick, adjustments: list[Adjustment]) -> None:
         self.advance(tick)
         if self.mutate(Call.same("adjust", self.op_id(), adjustments)).error is None:
             for a in adjustments:
-                key = (a.node_id, a.sku)
-                self.on_hand[key] = self.on_hand.get(key, 0) + a.delta
+                self.count_on_hand(a.node_id, a.sku, a.delta, total=True)
 
     @rule(tick=ticks, node=nodes, sku=skus, whole_sku=st.booleans())
     def read(self, tick: Tick, node: str, sku: str, whole_sku: bool) -> None:
@@ -453,8 +535,7 @@ class LedgerComparison(RuleBasedStateMachine):
         r = self.mutate(Call(action, ((op, pair.redis_id), {}), ((op, pair.model_id), {})))
         if r.error is None and action == "commit":
             for line in r.value.lines:
-                key = (line.node_id, line.sku)
-                self.on_hand[key] = self.on_hand.get(key, 0) - line.qty
+                self.count_on_hand(line.node_id, line.sku, -line.qty, total=True)
 
     @rule(action=st.sampled_from(["get_reservation", "commit", "release"]), pick=recent)
     def unknown_reservation(self, action: str, pick: int) -> None:
@@ -467,6 +548,208 @@ class LedgerComparison(RuleBasedStateMachine):
             r = self.mutate(Call.same(action, self.op_id(), ghost))
         assert isinstance(r.error, NotFound), f"{action} of {ghost}: {r}"
 
+    # -- transfers ------------------------------------------------------------------------------
+
+    def doc_call(self, method: str, pair: Pair, *args: Any, op: bool = True) -> Call:
+        """A call of ``method`` on one transfer or hold, as each ledger names it."""
+        head: tuple[Any, ...] = (self.op_id(),) if op else ()
+        return Call(
+            method, ((*head, pair.redis_id, *args), {}), ((*head, pair.model_id, *args), {})
+        )
+
+    def model_docs(self) -> dict[str, Transfer | Hold]:
+        """The model's transfers and holds by id, as they stand."""
+        docs: dict[str, Transfer | Hold] = {t.transfer_id: t for t in self.model.transfers()}
+        docs.update({h.hold_id: h for h in self.model.holds()})
+        return docs
+
+    def choose(self, pairs: list[Pair], act: Act, suits: Callable[[Any], bool]) -> Pair:
+        """The ``act.pick``-th (counting back from the latest) of the pairs whose document
+        ``suits`` the action when ``act.fit`` and there are any, else of all the pairs."""
+        if act.ghost is not None:
+            return Pair(act.ghost, act.ghost)
+        if act.fit:
+            docs = self.model_docs()
+            pairs = [p for p in pairs if suits(docs[p.model_id])] or pairs
+        return pairs[-1 - act.pick % len(pairs)]
+
+    @rule(
+        tick=ticks,
+        source=nodes,
+        dest_offset=other_node,
+        lines=sku_lines,
+        reason=st.sampled_from([None, "rebalance"]),
+    )
+    def request_transfer(
+        self, tick: Tick, source: str, dest_offset: int, lines: list[SkuQty], reason: str | None
+    ) -> None:
+        """Often refused: the source short of a line, or the source the destination itself."""
+        dest = NODES[(NODES.index(source) + dest_offset) % len(NODES)]
+        self.advance(tick)
+        call = Call.same("request_transfer", self.op_id(), source, dest, lines, reason=reason)
+        r = self.mutate(call)
+        if r.error is None:
+            m = call.model_first.value  # type: ignore[union-attr]
+            self.transfers.append(Pair(r.value.transfer_id, m.transfer_id))
+
+    @precondition(lambda self: bool(self.transfers))
+    @rule(tick=ticks, steps=acts(TRANSFER_ACTIONS))
+    def transfer_steps(self, tick: Tick, steps: list[Act]) -> None:
+        """Ship, receive, cancel or read transfers, mostly ones the action suits, else whatever
+        their state; one made for a hold cannot be cancelled directly. ``next`` ships a requested
+        transfer and receives one in transit."""
+        self.advance(tick)
+        for act in steps:
+            action = act.action
+
+            def suits(t: Transfer, action: str = action) -> bool:
+                if action in ("receive", "next"):
+                    return t.status is TransferStatus.IN_TRANSIT or (
+                        action == "next" and t.status is TransferStatus.REQUESTED
+                    )
+                if action == "cancel_transfer":
+                    return t.status is TransferStatus.REQUESTED and t.hold_id is None
+                return t.status is TransferStatus.REQUESTED or action == "get"
+
+            pair = self.choose(self.transfers, act, suits)
+            if action == "next" and act.ghost is None:
+                status = self.model_docs()[pair.model_id].status  # type: ignore[union-attr]
+                action = "ship_transfer" if status is TransferStatus.REQUESTED else "receive"
+            self.transfer_action(action, pair, act)
+
+    def transfer_action(self, action: str, pair: Pair, act: Act) -> None:
+        if action == "get":
+            r, _ = self.run(self.doc_call("get_transfer", pair, op=False))
+        elif action == "receive":
+            arrived = None if act.ghost else self.receipt(pair, act.receipt)
+            r = self.mutate(self.doc_call("receive_transfer", pair, arrived))
+        else:
+            r = self.mutate(self.doc_call(action, pair))
+        if act.ghost is not None:
+            assert isinstance(r.error, NotFound), f"{action} of {act.ghost}: {r}"
+        elif r.error is None and action == "ship_transfer":
+            for line in r.value.lines:
+                self.count_on_hand(r.value.from_node, line.sku, -line.qty, total=False)
+        elif r.error is None and action == "receive":
+            for line in r.value.lines:
+                self.count_on_hand(r.value.to_node, line.sku, line.received, total=False)
+                self.total[line.sku] -= line.shipped - line.received  # the loss
+
+    def receipt(self, pair: Pair, receipt: list[tuple[int, int]] | None) -> list[SkuQty] | None:
+        """What arrived of a transfer, from ``receipts``: everything (None), or per entry a line
+        and how many short of it (-1: one more than shipped), or a SKU not on the transfer."""
+        if receipt is None:
+            return None
+        lines = self.model_docs()[pair.model_id].lines
+        others = [s for s in SKUS if s not in {line.sku for line in lines}]
+        arrived: list[SkuQty] = []
+        for index, shortfall in receipt:
+            if index == 4 and others:
+                entry = SkuQty(others[0], 1)
+            else:
+                line = lines[index % len(lines)]
+                entry = SkuQty(line.sku, max(0, line.qty - shortfall))
+            if entry.sku not in {a.sku for a in arrived}:
+                arrived.append(entry)
+        return arrived
+
+    # -- holds ----------------------------------------------------------------------------------
+
+    @rule(
+        tick=ticks,
+        store=nodes,
+        lines=sku_lines,
+        source_offset=st.one_of(st.none(), other_node),
+        window_ms=windows,
+        ready_in_ms=st.sampled_from([0, 1, 1500]),
+    )
+    def place_hold(
+        self,
+        tick: Tick,
+        store: str,
+        lines: list[SkuQty],
+        source_offset: int | None,
+        window_ms: int,
+        ready_in_ms: int,
+    ) -> None:
+        """A hold of the store's own stock, or with a source: a transfer to the store first."""
+        source = None
+        if source_offset is not None:
+            source = NODES[(NODES.index(store) + source_offset) % len(NODES)]
+        self.advance(tick)
+        call = Call.same(
+            "place_hold",
+            self.op_id(),
+            store,
+            lines,
+            customer_ref="customer-1",
+            pickup_window_ms=window_ms,
+            ready_in_ms=ready_in_ms,
+            source_node_id=source,
+        )
+        r = self.mutate(call)
+        if r.error is None:
+            m = call.model_first.value  # type: ignore[union-attr]
+            self.holds.append(Pair(r.value.hold_id, m.hold_id))
+            if r.value.transfer_id is not None:
+                self.transfers.append(Pair(r.value.transfer_id, m.transfer_id))
+
+    @precondition(lambda self: bool(self.holds))
+    @rule(tick=ticks, steps=acts(HOLD_ACTIONS))
+    def hold_steps(self, tick: Tick, steps: list[Act]) -> None:
+        """Ready, collect, cancel or read holds, mostly ones the action suits, else whatever
+        their state. ``next`` takes a placed or ready hold one step along its way (see
+        ``next_of``)."""
+        self.advance(tick)
+        for act in steps:
+            suits = {
+                "ready_hold": lambda h: h.status is HoldStatus.PLACED and h.ready_by_ms is not None,
+                "collect_hold": lambda h: h.status is HoldStatus.READY,
+                "get": lambda h: True,
+            }.get(act.action, lambda h: h.status in LIVE_HOLD)
+            pair = self.choose(self.holds, act, suits)
+            action = act.action
+            if action == "next" and act.ghost is None:
+                action, pair = self.next_of(pair)
+            if action in ("ship_transfer", "receive"):
+                self.transfer_action(action, pair, act)
+                continue
+            if action == "get":
+                r, _ = self.run(self.doc_call("get_hold", pair, op=False))
+            else:
+                r = self.mutate(self.doc_call(action, pair))
+            if act.ghost is not None:
+                assert isinstance(r.error, NotFound), f"{action} of {act.ghost}: {r}"
+            elif r.error is None and action == "collect_hold":
+                for line in r.value.lines:  # only a hold that got everything can be collected
+                    self.count_on_hand(r.value.store_id, line.sku, -line.qty, total=True)
+
+    def next_of(self, pair: Pair) -> tuple[str, Pair]:
+        """The step that takes a hold along: ship or receive its transfer while it waits for
+        it, make it ready once its goods are there, collect it when ready, cancel it if short."""
+        hold = self.model_docs()[pair.model_id]
+        assert isinstance(hold, Hold)
+        if hold.status is HoldStatus.READY:
+            return "collect_hold", pair
+        if hold.status is HoldStatus.PLACED and hold.ready_by_ms is None:
+            transfer = next(t for t in self.transfers if t.model_id == hold.transfer_id)
+            status = self.model_docs()[transfer.model_id].status
+            return ("ship_transfer" if status is TransferStatus.REQUESTED else "receive"), transfer
+        if hold.status is HoldStatus.PLACED and hold.short:
+            return "cancel_hold", pair
+        return "ready_hold", pair
+
+    @precondition(
+        lambda self: any(h.status in LIVE_HOLD for h in self.model.holds()),
+    )
+    @rule(pick=st.one_of(st.just(0), st.integers(0, 5)), offset=st.sampled_from([-1, 0, 1]))
+    def to_hold_deadline(self, pick: int, offset: int) -> None:
+        """Time jumps to around the deadline of a placed or ready hold (``pick``-th nearest; -1:
+        just before, 0: exactly at it), crossing every deadline before it."""
+        deadlines = sorted(h.expires_at_ms for h in self.model.holds() if h.status in LIVE_HOLD)
+        clock = self.t.clock
+        clock.now = max(clock.now, deadlines[pick % len(deadlines)] + offset)
+
     # -- time -----------------------------------------------------------------------------------
 
     @rule(tick=ticks)
@@ -476,17 +759,21 @@ class LedgerComparison(RuleBasedStateMachine):
     @rule(tick=ticks)
     def expire_due(self, tick: Tick) -> None:
         """Every step ends with reads of every partition, which release what is due then; so the
-        sweep releases exactly what falls due with this tick: one record per reservation on a
-        single server, one per partition part on a cluster."""
+        sweep releases exactly what falls due with this tick: one record per reservation or hold
+        on a single server, one per partition part on a cluster."""
         self.advance(tick)
         now = self.t.clock.now
-        due = [
-            r
+        due: list[list[str]] = [
+            [line.sku for line in r.lines]
             for r in self.model.reservations()
             if r.status is ReservationStatus.ACTIVE and r.expires_at_ms <= now
+        ] + [
+            [line.sku for line in h.lines]
+            for h in self.model.holds()
+            if h.status in LIVE_HOLD and h.expires_at_ms <= now
         ]
         records = (
-            sum(len({keys.partition_of(line.sku) for line in r.lines}) for r in due)
+            sum(len({keys.partition_of(sku) for sku in skus}) for skus in due)
             if self.cluster
             else len(due)
         )
@@ -509,6 +796,10 @@ class LedgerComparison(RuleBasedStateMachine):
             assert first is not None
             if first.error is None:
                 same = again.error is None and again.value == first.value
+            elif isinstance(first.error, InvalidInput | NotFound):
+                # Not remembered, so checked again: a receipt refused as more than shipped is
+                # refused as received once the transfer is. Both ledgers agree (``run``).
+                same = again.error is not None
             else:
                 same = again.error is not None and _same_error_exactly(again.error, first.error)
             assert same, f"repeat of {call}: {side} first gave {first}, then {again}"
@@ -517,63 +808,119 @@ class LedgerComparison(RuleBasedStateMachine):
     # -- invariants -----------------------------------------------------------------------------
 
     async def redis_snapshot(self) -> list[Any]:
-        """The Redis ledger's positions and then reservations, read concurrently: the script
-        runner sends them as one pipeline."""
+        """The Redis ledger's positions, reservations, transfers and holds, read concurrently:
+        the script runner sends them as one pipeline."""
         return await asyncio.gather(
             self.redis.availability_many(SKUS),
-            *(self.redis.get_reservation(p.redis_id) for p in self.pairs),
+            asyncio.gather(*(self.redis.get_reservation(p.redis_id) for p in self.pairs)),
+            asyncio.gather(*(self.redis.get_transfer(p.redis_id) for p in self.transfers)),
+            asyncio.gather(*(self.redis.get_hold(p.redis_id) for p in self.holds)),
         )
 
-    def snapshot(self) -> tuple[Any, ...]:
-        """Both ledgers' positions and reservations, as read through their public interface."""
-        redis_positions, *redis_records = self.t.run(self.redis_snapshot())
-        model_positions = _at_once(self.model.availability_many(SKUS))
-        model_records = [_at_once(self.model.get_reservation(p.model_id)) for p in self.pairs]
-        return redis_positions, model_positions, redis_records, model_records
+    def model_snapshot(self) -> list[Any]:
+        model = self.model
+        return [
+            _at_once(model.availability_many(SKUS)),
+            [_at_once(model.get_reservation(p.model_id)) for p in self.pairs],
+            [_at_once(model.get_transfer(p.model_id)) for p in self.transfers],
+            [_at_once(model.get_hold(p.model_id)) for p in self.holds],
+        ]
+
+    def snapshot(self) -> tuple[list[Any], list[Any]]:
+        """Both ledgers' positions, reservations, transfers and holds, as read through their
+        public interface."""
+        return self.t.run(self.redis_snapshot()), self.model_snapshot()
 
     @invariant()
     def ledgers_agree(self) -> None:
-        redis_positions, model_positions, redis_records, model_records = self.snapshot()
+        redis_side, model_side = self.snapshot()
+        redis_positions, model_positions = redis_side[0], model_side[0]
         for sku in SKUS:
             self.check_same_value(redis_positions[sku], model_positions[sku], f"positions of {sku}")
-        for pair, r, m in zip(self.pairs, redis_records, model_records, strict=True):
-            self.check_same_value(r, m, f"reservation {pair}")
-
-        for side, positions, records in (
-            ("redis", redis_positions, redis_records),
-            ("model", model_positions, model_records),
+        for kind, pairs, r_docs, m_docs in zip(
+            ("reservation", "transfer", "hold"),
+            (self.pairs, self.transfers, self.holds),
+            redis_side[1:],
+            model_side[1:],
+            strict=True,
         ):
-            reserved: dict[tuple[str, str], int] = {}
-            for record in records:
-                if record.status is ReservationStatus.ACTIVE:
-                    for line in record.lines:
-                        key = (line.node_id, line.sku)
-                        reserved[key] = reserved.get(key, 0) + line.qty
-            seen = set()
-            for p in (p for sku in SKUS for p in positions[sku]):
-                key = (p.node_id, p.sku)
-                seen.add(key)
-                quantities = (p.on_hand, p.reserved, p.held, p.safety_stock, p.inbound, p.version)
-                assert min(quantities) >= 0, f"{side}: negative quantity in {p}"
-                assert p.reserved == reserved.get(key, 0), (
-                    f"{side}: {p} but active reservations hold {reserved.get(key, 0)}"
+            for pair, r, m in zip(pairs, r_docs, m_docs, strict=True):
+                self.check_same_value(r, m, f"{kind} {pair}")
+        for side, (positions, records, transfers, holds) in (
+            ("redis", redis_side),
+            ("model", model_side),
+        ):
+            self.check_side(side, positions, records, transfers, holds)
+
+    def check_side(
+        self,
+        side: str,
+        positions: dict[str, list[Position]],
+        records: list[Reservation],
+        transfers: list[Transfer],
+        holds: list[Hold],
+    ) -> None:
+        """What each position's reserved, held and inbound must be, given every reservation,
+        transfer and hold; what its on_hand must be, and each SKU's total, given the operations
+        that succeeded."""
+        expected: dict[str, dict[tuple[str, str], int]] = {"rs": {}, "hd": {}, "ib": {}}
+
+        def add(field: str, node: str, sku: str, qty: int) -> None:
+            expected[field][(node, sku)] = expected[field].get((node, sku), 0) + qty
+
+        for record in records:
+            if record.status is ReservationStatus.ACTIVE:
+                for line in record.lines:
+                    add("rs", line.node_id, line.sku, line.qty)
+        for t in transfers:
+            for tl in t.lines:
+                if t.status is TransferStatus.REQUESTED:
+                    add("rs", t.from_node, tl.sku, tl.qty)
+                elif t.status is TransferStatus.IN_TRANSIT:
+                    add("ib", t.to_node, tl.sku, tl.shipped)
+        for h in holds:
+            for hl in h.lines:
+                if h.status in LIVE_HOLD:
+                    add("hd", h.store_id, hl.sku, hl.held)
+                else:
+                    assert hl.held == 0, f"{side}: {h} is over but holds {hl}"
+
+        seen = set()
+        totals = dict.fromkeys(SKUS, 0)
+        for p in (p for sku in SKUS for p in positions[sku]):
+            key = (p.node_id, p.sku)
+            seen.add(key)
+            totals[p.sku] += p.on_hand + p.inbound
+            quantities = (p.on_hand, p.reserved, p.held, p.safety_stock, p.inbound, p.version)
+            assert min(quantities) >= 0, f"{side}: negative quantity in {p}"
+            actual = {"rs": p.reserved, "hd": p.held, "ib": p.inbound}
+            for field, by_key in expected.items():
+                assert actual[field] == by_key.get(key, 0), (
+                    f"{side}: {p} but reservations, transfers and holds make {field} "
+                    f"{by_key.get(key, 0)}"
                 )
-                assert p.on_hand == self.on_hand.get(key, 0), (
-                    f"{side}: {p} but set_stock, adjust and commit left {self.on_hand.get(key, 0)}"
-                )
-            missing = {k: q for k, q in reserved.items() if q and k not in seen}
-            assert not missing, f"{side}: reservations hold {missing} on unlisted positions"
+            assert p.on_hand == self.on_hand.get(key, 0), (
+                f"{side}: {p} but the operations that succeeded left on_hand "
+                f"{self.on_hand.get(key, 0)}"
+            )
+        for field, by_key in expected.items():
+            missing = {k: q for k, q in by_key.items() if q and k not in seen}
+            assert not missing, f"{side}: {field} of {missing} on unlisted positions"
+        assert totals == self.total, (
+            f"{side}: on_hand + inbound per SKU is {totals}, the operations that succeeded "
+            f"(stock counts, adjustments, commits, collects, losses) left {self.total}"
+        )
 
 
 SINGLE = settings(
-    max_examples=60,
-    stateful_step_count=30,
+    max_examples=150,
+    stateful_step_count=50,
     deadline=None,
     report_multiple_bugs=False,
     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-CLUSTER = settings(SINGLE, max_examples=15)
+CLUSTER = settings(SINGLE, max_examples=40)
 
 
 # Passing takes seconds; the higher limit lets a slow shrink on a loaded machine finish and report

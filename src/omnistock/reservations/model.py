@@ -17,8 +17,27 @@ What it reproduces exactly, so results can be compared field by field:
   returns or raises it again and changes nothing (``InvalidInput`` and ``NotFound`` are not
   remembered).
 
-Reservation ids are made like the single-partition ids of the Redis ledger; callers comparing the
-two ledgers on a cluster map ids rather than assume they are equal.
+Transfers and holds (see ``omnistock.domain.movement``) follow the scripts step by step:
+
+* request reserves at the source, one version per line; ship takes on_hand and reserved from the
+  source and adds inbound at the destination, one version each per line; receive adds what
+  arrived to the destination's on_hand and takes it from inbound (one version per line, even when
+  nothing arrived), and a shortfall leaves inbound as a loss (one more version); cancel gives the
+  reservation back (one version per line);
+* a hold without a source moves the store's stock into held (one version per line); with a
+  source it requests a transfer to the store (the source reserved, one version per line) that
+  carries the hold's id and the reason ``hold``; the goods go into held on receipt (one version
+  per line that got anything), the hold is ``short`` if any line got less than ordered, and its
+  ready_by and expiry count from then; collect takes on_hand and held from the store (one version
+  per line); cancel and expiry give back what is held (one version per line holding anything),
+  cancel the transfer if not yet shipped, and otherwise unlink it (``hold_id`` None) so its goods
+  arrive as ordinary stock; a line's ``held`` is 0 once the hold is over;
+* holds expire the moment ``clock() >= expires_at_ms``, like reservations;
+* a receipt is checked line by line in the caller's order: a SKU not on the transfer, or more
+  than shipped, is ``InvalidInput`` (field ``lines``), checked after the transfer's status.
+
+Reservation, transfer and hold ids are made like the single-partition ids of the Redis ledger;
+callers comparing the two ledgers on a cluster map ids rather than assume they are equal.
 """
 
 from __future__ import annotations
@@ -32,17 +51,31 @@ from omnistock.domain.errors import (
     DomainError,
     IllegalTransition,
     InsufficientStock,
+    InvalidInput,
     NotFound,
     VersionConflict,
+)
+from omnistock.domain.movement import (
+    Hold,
+    HoldLine,
+    HoldStatus,
+    SkuQty,
+    Transfer,
+    TransferLine,
+    TransferStatus,
+    merge_sku_lines,
 )
 from omnistock.domain.reservation import Reservation, ReservationStatus
 from omnistock.domain.stock import Adjustment, Line, Position, Shortage, available, merge_lines
 from omnistock.reservations import keys
 from omnistock.reservations.validation import (
     check_adjustments,
+    check_arrivals,
+    check_hold,
     check_lines,
     check_op,
     check_set,
+    check_transfer,
 )
 
 _Key = tuple[str, str]
@@ -92,6 +125,84 @@ class _Record:
         )
 
 
+@dataclass
+class _TLine:
+    sku: str
+    qty: int
+    shipped: int = 0
+    received: int = 0
+
+
+@dataclass
+class _Transfer:
+    transfer_id: str
+    from_node: str
+    to_node: str
+    status: TransferStatus
+    lines: list[_TLine]
+    created_at_ms: int
+    reason: str | None
+    hold_id: str | None = None
+
+    def frozen(self) -> Transfer:
+        return Transfer(
+            transfer_id=self.transfer_id,
+            from_node=self.from_node,
+            to_node=self.to_node,
+            status=self.status,
+            lines=[TransferLine(x.sku, x.qty, x.shipped, x.received) for x in self.lines],
+            created_at_ms=self.created_at_ms,
+            reason=self.reason,
+            hold_id=self.hold_id,
+        )
+
+
+@dataclass
+class _HLine:
+    sku: str
+    qty: int
+    held: int = 0
+
+
+@dataclass
+class _Hold:
+    hold_id: str
+    store_id: str
+    status: HoldStatus
+    lines: list[_HLine]
+    customer_ref: str
+    created_at_ms: int
+    expires_at_ms: int
+    ready_by_ms: int | None
+    window_ms: int
+    ready_in_ms: int
+    transfer_id: str | None = None
+    source_node_id: str | None = None
+    arrived: bool = True
+    short: bool = False
+
+    def frozen(self) -> Hold:
+        return Hold(
+            hold_id=self.hold_id,
+            store_id=self.store_id,
+            status=self.status,
+            lines=[HoldLine(x.sku, x.qty, x.held) for x in self.lines],
+            customer_ref=self.customer_ref,
+            created_at_ms=self.created_at_ms,
+            expires_at_ms=self.expires_at_ms,
+            ready_by_ms=self.ready_by_ms,
+            transfer_id=self.transfer_id,
+            source_node_id=self.source_node_id,
+            short=self.short,
+        )
+
+
+_LIVE_HOLD = (HoldStatus.PLACED, HoldStatus.READY)
+_HELD_FOR = "made for a hold (cancel the hold instead)"
+_AWAITING = "waiting for its transfer to arrive"
+_SHORT = "short of what was ordered"
+
+
 class ModelLedger:
     """A ``StockLedger`` in memory; ``clock`` returns the current time in milliseconds."""
 
@@ -99,6 +210,8 @@ class ModelLedger:
         self._clock = clock
         self._positions: dict[_Key, _Pos] = {}
         self._records: dict[str, _Record] = {}
+        self._transfers: dict[str, _Transfer] = {}
+        self._holds: dict[str, _Hold] = {}
         self._ops: dict[str, object] = {}
 
     # -- inspection (for tests) -----------------------------------------------------------------
@@ -106,6 +219,14 @@ class ModelLedger:
     def reservations(self) -> list[Reservation]:
         """Every reservation record, in creation order, as it stands (no expiry is applied)."""
         return [r.frozen() for r in self._records.values()]
+
+    def transfers(self) -> list[Transfer]:
+        """Every transfer, in creation order, as it stands (no expiry is applied)."""
+        return [t.frozen() for t in self._transfers.values()]
+
+    def holds(self) -> list[Hold]:
+        """Every hold, in creation order, as it stands (no expiry is applied)."""
+        return [h.frozen() for h in self._holds.values()]
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -124,7 +245,12 @@ class ModelLedger:
         for record in due:
             self._release_lines(record)
             record.status = ReservationStatus.EXPIRED
-        return len(due)
+        holds = [
+            h for h in self._holds.values() if h.status in _LIVE_HOLD and h.expires_at_ms <= now
+        ]
+        for hold in holds:
+            self._release_hold(hold, HoldStatus.EXPIRED)
+        return len(due) + len(holds)
 
     def _pos(self, node_id: str, sku: str) -> _Pos:
         return self._positions.setdefault((node_id, sku), _Pos())
@@ -299,9 +425,298 @@ class ModelLedger:
             record.status = ReservationStatus.RELEASED
         return self._done(op_id, record.frozen())
 
+    # -- transfers ------------------------------------------------------------------------------
+
+    def _shortages(self, node_id: str, lines: list[SkuQty]) -> list[Shortage]:
+        short = []
+        for line in lines:
+            p = self._peek(node_id, line.sku)
+            avail = available(p.on_hand, p.reserved, p.held, p.safety_stock)
+            if line.qty > avail:
+                short.append(Shortage(node_id, line.sku, line.qty, avail))
+        return short
+
+    def _move(
+        self,
+        node_id: str,
+        sku: str,
+        on_hand: int = 0,
+        reserved: int = 0,
+        held: int = 0,
+        inbound: int = 0,
+    ) -> None:
+        """One position change, as one ``move`` of the scripts: one version."""
+        p = self._pos(node_id, sku)
+        p.on_hand += on_hand
+        p.reserved += reserved
+        p.held += held
+        p.inbound += inbound
+        p.version += 1
+
+    def _transfer(self, transfer_id: str) -> _Transfer:
+        transfer = self._transfers.get(transfer_id)
+        if transfer is None:
+            raise NotFound("transfer", transfer_id)
+        return transfer
+
+    def _hold(self, hold_id: str) -> _Hold:
+        hold = self._holds.get(hold_id)
+        if hold is None:
+            raise NotFound("hold", hold_id)
+        return hold
+
+    @staticmethod
+    def _doc_id(kind: str, transfer_or_hold_id: str) -> None:
+        if keys.parse_doc_id(transfer_or_hold_id, kind[0]) is None:
+            raise NotFound(kind, transfer_or_hold_id)
+
+    async def request_transfer(
+        self,
+        op_id: str,
+        from_node: str,
+        to_node: str,
+        lines: Sequence[SkuQty],
+        *,
+        reason: str | None = None,
+    ) -> Transfer:
+        merged = merge_sku_lines(list(lines))
+        check_transfer(op_id, from_node, to_node, merged)
+        now = self._now()
+        first = self._replay(op_id)
+        if first is not _NEW:
+            return first
+        tid = keys.doc_id("t", op_id, keys.partition_of(merged[0].sku), single=True)
+        if tid in self._transfers:
+            self._fail(op_id, IllegalTransition("transfer", tid, "exists", "create"))
+        short = self._shortages(from_node, merged)
+        if short:
+            self._fail(op_id, InsufficientStock(short))
+        for line in merged:
+            self._move(from_node, line.sku, reserved=line.qty)
+        transfer = _Transfer(
+            tid,
+            from_node,
+            to_node,
+            TransferStatus.REQUESTED,
+            [_TLine(line.sku, line.qty) for line in merged],
+            now,
+            reason or None,
+        )
+        self._transfers[tid] = transfer
+        return self._done(op_id, transfer.frozen())
+
+    async def _transfer_step(self, action: str, op_id: str, transfer_id: str) -> Any:
+        """The checks every step of a transfer makes: the transfer to change, or the first
+        outcome of ``op_id`` to replay."""
+        check_op(op_id)
+        self._doc_id("transfer", transfer_id)
+        self._now()
+        first = self._replay(op_id)
+        if first is not _NEW:
+            return first
+        transfer = self._transfer(transfer_id)
+        want = TransferStatus.IN_TRANSIT if action == "receive" else TransferStatus.REQUESTED
+        if transfer.status is not want:
+            error = IllegalTransition("transfer", transfer_id, transfer.status.value, action)
+            self._fail(op_id, error)
+        if action == "cancel" and transfer.hold_id is not None:
+            self._fail(op_id, IllegalTransition("transfer", transfer_id, _HELD_FOR, action))
+        return transfer
+
+    async def ship_transfer(self, op_id: str, transfer_id: str) -> Transfer:
+        transfer = await self._transfer_step("ship", op_id, transfer_id)
+        if not isinstance(transfer, _Transfer):  # a replay
+            return transfer
+        for line in transfer.lines:
+            self._move(transfer.from_node, line.sku, on_hand=-line.qty, reserved=-line.qty)
+            self._move(transfer.to_node, line.sku, inbound=line.qty)
+            line.shipped = line.qty
+        transfer.status = TransferStatus.IN_TRANSIT
+        return self._done(op_id, transfer.frozen())
+
+    async def cancel_transfer(self, op_id: str, transfer_id: str) -> Transfer:
+        transfer = await self._transfer_step("cancel", op_id, transfer_id)
+        if not isinstance(transfer, _Transfer):  # a replay
+            return transfer
+        self._cancel_transfer(transfer)
+        return self._done(op_id, transfer.frozen())
+
+    def _cancel_transfer(self, transfer: _Transfer) -> None:
+        for line in transfer.lines:
+            self._move(transfer.from_node, line.sku, reserved=-line.qty)
+        transfer.status = TransferStatus.CANCELLED
+
+    async def receive_transfer(
+        self, op_id: str, transfer_id: str, arrived: Sequence[SkuQty] | None = None
+    ) -> Transfer:
+        check_arrivals(op_id, arrived)
+        transfer = await self._transfer_step("receive", op_id, transfer_id)
+        if not isinstance(transfer, _Transfer):  # a replay
+            return transfer
+        got = {line.sku: line.shipped for line in transfer.lines}
+        if arrived is not None:
+            for a in arrived:
+                if a.sku not in got:
+                    raise InvalidInput("lines", f"{a.sku} is not on transfer {transfer_id}")
+                if a.qty > got[a.sku]:
+                    detail = f"{a.sku}: more than the {got[a.sku]} shipped cannot arrive"
+                    raise InvalidInput("lines", detail)
+            named = {a.sku: a.qty for a in arrived}
+            got = {sku: named.get(sku, 0) for sku in got}
+        for line in transfer.lines:
+            came = got[line.sku]
+            self._move(transfer.to_node, line.sku, on_hand=came, inbound=-came)
+            if came < line.shipped:
+                self._move(transfer.to_node, line.sku, inbound=-(line.shipped - came))
+            line.received = came
+        transfer.status = TransferStatus.RECEIVED
+        hold = self._holds.get(transfer.hold_id) if transfer.hold_id else None
+        if hold is not None and hold.status is HoldStatus.PLACED:
+            now = self._clock()
+            for hl in hold.lines:
+                came = got.get(hl.sku, 0)
+                if came > 0:
+                    self._move(hold.store_id, hl.sku, held=came)
+                hl.held = came
+                if came < hl.qty:
+                    hold.short = True
+            hold.arrived = True
+            hold.ready_by_ms = now + hold.ready_in_ms
+            hold.expires_at_ms = now + hold.window_ms
+        return self._done(op_id, transfer.frozen())
+
+    async def get_transfer(self, transfer_id: str) -> Transfer:
+        self._doc_id("transfer", transfer_id)
+        self._now()
+        return self._transfer(transfer_id).frozen()
+
+    # -- holds ----------------------------------------------------------------------------------
+
+    async def place_hold(
+        self,
+        op_id: str,
+        store_id: str,
+        lines: Sequence[SkuQty],
+        *,
+        customer_ref: str,
+        pickup_window_ms: int,
+        ready_in_ms: int,
+        source_node_id: str | None = None,
+    ) -> Hold:
+        merged = merge_sku_lines(list(lines))
+        check_hold(
+            op_id, store_id, merged, customer_ref, pickup_window_ms, ready_in_ms, source_node_id
+        )
+        now = self._now()
+        first = self._replay(op_id)
+        if first is not _NEW:
+            return first
+        home = keys.partition_of(merged[0].sku)
+        hid = keys.doc_id("h", op_id, home, single=True)
+        tid = keys.doc_id("t", op_id, home, single=True) if source_node_id else None
+        if hid in self._holds or (tid is not None and tid in self._transfers):
+            self._fail(op_id, IllegalTransition("hold", hid, "exists", "create"))
+        short = self._shortages(source_node_id or store_id, merged)
+        if short:
+            self._fail(op_id, InsufficientStock(short))
+        hold = _Hold(
+            hid,
+            store_id,
+            HoldStatus.PLACED,
+            [_HLine(line.sku, line.qty) for line in merged],
+            customer_ref,
+            now,
+            now + pickup_window_ms,
+            None,
+            pickup_window_ms,
+            ready_in_ms,
+        )
+        if source_node_id is None:
+            for hl in hold.lines:
+                self._move(store_id, hl.sku, held=hl.qty)
+                hl.held = hl.qty
+            hold.ready_by_ms = now + ready_in_ms
+        else:
+            assert tid is not None
+            for line in merged:
+                self._move(source_node_id, line.sku, reserved=line.qty)
+            lines_ = [_TLine(line.sku, line.qty) for line in merged]
+            self._transfers[tid] = _Transfer(
+                tid, source_node_id, store_id, TransferStatus.REQUESTED, lines_, now, "hold", hid
+            )
+            hold.transfer_id, hold.source_node_id, hold.arrived = tid, source_node_id, False
+        self._holds[hid] = hold
+        return self._done(op_id, hold.frozen())
+
+    async def _hold_step(self, action: str, op_id: str, hold_id: str) -> Any:
+        """The checks every step of a hold makes: the hold to change, or the first outcome of
+        ``op_id`` to replay."""
+        check_op(op_id)
+        self._doc_id("hold", hold_id)
+        self._now()
+        first = self._replay(op_id)
+        if first is not _NEW:
+            return first
+        hold = self._hold(hold_id)
+        allowed = {
+            "ready": (HoldStatus.PLACED,),
+            "collect": (HoldStatus.READY,),
+            "cancel": _LIVE_HOLD,
+        }[action]
+        if hold.status not in allowed:
+            self._fail(op_id, IllegalTransition("hold", hold_id, hold.status.value, action))
+        if action == "ready" and not hold.arrived:
+            self._fail(op_id, IllegalTransition("hold", hold_id, _AWAITING, action))
+        if action == "ready" and hold.short:
+            self._fail(op_id, IllegalTransition("hold", hold_id, _SHORT, action))
+        return hold
+
+    async def ready_hold(self, op_id: str, hold_id: str) -> Hold:
+        hold = await self._hold_step("ready", op_id, hold_id)
+        if not isinstance(hold, _Hold):  # a replay
+            return hold
+        hold.status = HoldStatus.READY
+        return self._done(op_id, hold.frozen())
+
+    async def collect_hold(self, op_id: str, hold_id: str) -> Hold:
+        hold = await self._hold_step("collect", op_id, hold_id)
+        if not isinstance(hold, _Hold):  # a replay
+            return hold
+        for hl in hold.lines:
+            self._move(hold.store_id, hl.sku, on_hand=-hl.held, held=-hl.held)
+            hl.held = 0
+        hold.status = HoldStatus.COLLECTED
+        return self._done(op_id, hold.frozen())
+
+    async def cancel_hold(self, op_id: str, hold_id: str) -> Hold:
+        hold = await self._hold_step("cancel", op_id, hold_id)
+        if not isinstance(hold, _Hold):  # a replay
+            return hold
+        self._release_hold(hold, HoldStatus.CANCELLED)
+        return self._done(op_id, hold.frozen())
+
+    def _release_hold(self, hold: _Hold, status: HoldStatus) -> None:
+        """Cancel or expiry: what is held goes back; an unshipped transfer is cancelled, one on
+        its way is unlinked so that its goods arrive as ordinary stock."""
+        for hl in hold.lines:
+            if hl.held > 0:
+                self._move(hold.store_id, hl.sku, held=-hl.held)
+                hl.held = 0
+        transfer = self._transfers.get(hold.transfer_id) if hold.transfer_id else None
+        if transfer is not None and transfer.status is TransferStatus.REQUESTED:
+            self._cancel_transfer(transfer)
+        elif transfer is not None and transfer.status is TransferStatus.IN_TRANSIT:
+            transfer.hold_id = None
+        hold.status = status
+
+    async def get_hold(self, hold_id: str) -> Hold:
+        self._doc_id("hold", hold_id)
+        self._now()
+        return self._hold(hold_id).frozen()
+
     # -- expiry ---------------------------------------------------------------------------------
 
     async def expire_due(self) -> int:
-        """Releases what is due now; returns how many. Every other call releases what is due
-        first, so this counts only what fell due since the previous call."""
+        """Releases the reservations and holds due now; returns how many. Every other call
+        releases what is due first, so this counts only what fell due since the previous call."""
         return self._expire(self._clock())

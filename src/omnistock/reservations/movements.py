@@ -18,13 +18,18 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from omnistock.domain.errors import InsufficientStock, InvalidInput, NotFound
+from omnistock.domain.errors import InsufficientStock, NotFound
 from omnistock.domain.movement import Hold, SkuQty, Transfer, merge_sku_lines
 from omnistock.domain.stock import Shortage
 from omnistock.reservations import codec, documents, keys
 from omnistock.reservations.claims import RequestClaim
 from omnistock.reservations.groups import Group
-from omnistock.reservations.validation import check_id, check_op, check_qty, check_sku_lines
+from omnistock.reservations.validation import (
+    check_arrivals,
+    check_hold,
+    check_op,
+    check_transfer,
+)
 
 if TYPE_CHECKING:
     from omnistock.reservations.redis_ledger import RedisLedger
@@ -46,12 +51,7 @@ class MovementsMixin:
         claim: RequestClaim | None = None,
     ) -> Transfer:
         merged = merge_sku_lines(list(lines))
-        check_op(op_id)
-        check_id("from_node", from_node)
-        check_id("to_node", to_node)
-        if from_node == to_node:
-            raise InvalidInput("to_node", "must differ from from_node")
-        check_sku_lines(merged)
+        check_transfer(op_id, from_node, to_node, merged)
         await self._claim(op_id, claim)
         groups = self._group([(keys.partition_of(line.sku), line) for line in merged])
         tid = keys.doc_id("t", op_id, groups[0].home, single=len(groups) == 1)
@@ -64,7 +64,7 @@ class MovementsMixin:
             return out
 
         header, parts = await self._create(
-            "transfer_request", op_id, tid, groups, args, from_node, claim, "transfer"
+            "transfer_request", op_id, tid, groups, merged, args, from_node, claim, "transfer"
         )
         return documents.transfer(tid, header, _lines_of(header, parts))
 
@@ -92,32 +92,13 @@ class MovementsMixin:
         *,
         claim: RequestClaim | None = None,
     ) -> Transfer:
-        check_op(op_id)
-        by_partition: dict[int, dict[str, int]] | None = None
-        if arrived is not None:
-            by_partition = {}
-            seen: set[str] = set()
-            for i, line in enumerate(arrived):
-                check_id(f"lines[{i}].sku", line.sku)
-                check_qty(f"lines[{i}].qty", line.qty, low=0)
-                if line.sku in seen:
-                    raise InvalidInput(f"lines[{i}].sku", "named twice")
-                seen.add(line.sku)
-                by_partition.setdefault(keys.partition_of(line.sku), {})[line.sku] = line.qty
-            _home, multi = _parse(transfer_id, "t", "transfer")
-            if multi:  # validate every part up front: the header decides before the others run
-                current = await self.get_transfer(transfer_id)
-                shipped = {line.sku: line.shipped for line in current.lines}
-                for i, line in enumerate(arrived):
-                    if line.sku not in shipped:
-                        raise InvalidInput(f"lines[{i}].sku", f"not on transfer {transfer_id}")
-                    if line.qty > shipped[line.sku]:
-                        raise InvalidInput(f"lines[{i}].qty", "more than was shipped")
+        check_arrivals(op_id, arrived)
+        # The whole receipt goes to every part: the header checks all of it against its map of
+        # the parts before any part takes anything, so a bad receipt changes nothing anywhere.
+        receipt = "" if arrived is None else _encode([[a.sku, a.qty] for a in arrived]).decode()
 
-        def extra(partition: int) -> list[Any]:
-            if by_partition is None:
-                return [""]
-            return [_encode(by_partition.get(partition, {})).decode()]
+        def extra(_partition: int) -> list[Any]:
+            return [receipt]
 
         header, parts = await self._step(
             "transfer_receive", "receive", "transfer", op_id, transfer_id, claim, extra
@@ -143,17 +124,9 @@ class MovementsMixin:
         claim: RequestClaim | None = None,
     ) -> Hold:
         merged = merge_sku_lines(list(lines))
-        check_op(op_id)
-        check_id("store_id", store_id)
-        if source_node_id is not None:
-            check_id("source_node_id", source_node_id)
-            if source_node_id == store_id:
-                raise InvalidInput("source_node_id", "must differ from store_id")
-        check_sku_lines(merged)
-        if not isinstance(customer_ref, str) or not 0 < len(customer_ref) <= 128:
-            raise InvalidInput("customer_ref", "1 to 128 characters")
-        check_qty("pickup_window_s", pickup_window_ms, low=1)
-        check_qty("ready_in", ready_in_ms, low=0)
+        check_hold(
+            op_id, store_id, merged, customer_ref, pickup_window_ms, ready_in_ms, source_node_id
+        )
         await self._claim(op_id, claim)
         groups = self._group([(keys.partition_of(line.sku), line) for line in merged])
         single = len(groups) == 1
@@ -168,8 +141,9 @@ class MovementsMixin:
                 out += [p, line.sku, line.qty]
             return out
 
+        node = source_node_id or store_id
         header, parts = await self._create(
-            "hold_place", op_id, hid, groups, args, source_node_id or store_id, claim, "hold"
+            "hold_place", op_id, hid, groups, merged, args, node, claim, "hold"
         )
         return _hold(hid, header, parts)
 
@@ -200,11 +174,8 @@ class MovementsMixin:
         hold_id: str,
         claim: RequestClaim | None,
     ) -> Hold:
-        _home, multi = _parse(hold_id, "h", "hold")
-        if multi and action == "ready":  # every part must be able to, before the header does
-            current = await self.get_hold(hold_id)
-            if current.status.value == "placed" and (current.short or current.ready_by_ms is None):
-                await self._step(name, action, "hold", op_id, hold_id, claim, only_header=True)
+        # The header part decides for every part: it knows whether any part is short (see
+        # transfer_receive.lua), so a hold that cannot be ready is refused before any part moves.
         header, parts = await self._step(name, action, "hold", op_id, hold_id, claim)
         return _hold(hold_id, header, parts)
 
@@ -216,6 +187,7 @@ class MovementsMixin:
         op_id: str,
         doc: str,
         groups: list[Group],
+        lines: list[SkuQty],
         args: Any,
         node: str,
         claim: RequestClaim | None,
@@ -227,8 +199,8 @@ class MovementsMixin:
             raw = await self._call(name, group.tags, args(i, group), claim if i == 0 else None)
             reply = codec.decode(raw[0])
             if reply.get("err"):
-                if i > 0:
-                    reply = await self._undo(op_id, doc, groups, i, reply, node)
+                if len(groups) > 1:
+                    reply = await self._undo(op_id, doc, groups, lines, i, reply, node)
                 documents.raise_for(reply, kind=kind, ident=doc, action="create")
             replies.append(reply)
         return replies[0], replies
@@ -238,21 +210,29 @@ class MovementsMixin:
         op_id: str,
         doc: str,
         groups: list[Group],
+        lines: list[SkuQty],
         failed_at: int,
         reply: dict[str, Any],
         node: str,
     ) -> dict[str, Any]:
-        if reply.get("err") == "short":
+        """Gives back the parts made before the refused one, and makes every part tried so far
+        (the refused one too) keep the final refusal, so that a repeat replays it. A first
+        shortage also names the short lines of the parts not tried, in the request's line order,
+        as a single script reports them."""
+        if reply.get("err") == "short" and not reply.get("whole"):
             short = codec.shortages(reply) + await self._short_of(groups[failed_at + 1 :], node)
+            rank = {line.sku: i for i, line in enumerate(lines)}
+            short.sort(key=lambda s: rank.get(s.sku, len(rank)))
             reply = {
                 "err": "short",
+                "whole": True,
                 "short": [[s.node_id, s.sku, s.requested, s.available] for s in short],
             }
         final = _encode(reply).decode()
         await asyncio.gather(
             *(
                 self._call("doc_abort", [keys.tag(g.home)], [self._now(), op_id, doc, final])
-                for g in groups[:failed_at]
+                for g in groups[: failed_at + 1]
             )
         )
         return reply
@@ -325,8 +305,15 @@ def _parse(doc: str, prefix: str, kind: str) -> tuple[int, bool]:
 
 
 def _parts(groups: list[Group], lines: list[SkuQty]) -> str:
-    """The header's map of a multi-part document: its partitions and the request's SKU order."""
-    return _encode({"p": [g.home for g in groups], "o": [line.sku for line in lines]}).decode()
+    """The header's map of a multi-part document: its partitions, and the request's SKUs in
+    order with their quantities (so the header can check a receipt of every part)."""
+    return _encode(
+        {
+            "p": [g.home for g in groups],
+            "o": [line.sku for line in lines],
+            "q": [line.qty for line in lines],
+        }
+    ).decode()
 
 
 def _lines_of(header: dict[str, Any], parts: list[dict[str, Any]]) -> list[list[Any]]:

@@ -88,3 +88,51 @@ def check_sku_lines(lines: Sequence[SkuQty]) -> None:
     for i, line in enumerate(lines):
         check_id(f"lines[{i}].sku", line.sku)
         check_qty(f"lines[{i}].qty", line.qty, low=1)
+
+
+def check_transfer(op_id: str, from_node: str, to_node: str, lines: Sequence[SkuQty]) -> None:
+    """A transfer request, its lines already merged by SKU."""
+    check_op(op_id)
+    check_id("from_node", from_node)
+    check_id("to_node", to_node)
+    if from_node == to_node:
+        raise InvalidInput("to_node", "must differ from from_node")
+    check_sku_lines(lines)
+
+
+def check_hold(
+    op_id: str,
+    store_id: str,
+    lines: Sequence[SkuQty],
+    customer_ref: str,
+    pickup_window_ms: int,
+    ready_in_ms: int,
+    source_node_id: str | None,
+) -> None:
+    """A hold to place, its lines already merged by SKU."""
+    check_op(op_id)
+    check_id("store_id", store_id)
+    if source_node_id is not None:
+        check_id("source_node_id", source_node_id)
+        if source_node_id == store_id:
+            raise InvalidInput("source_node_id", "must differ from store_id")
+    check_sku_lines(lines)
+    if not isinstance(customer_ref, str) or not 0 < len(customer_ref) <= 128:
+        raise InvalidInput("customer_ref", "1 to 128 characters")
+    check_qty("pickup_window_s", pickup_window_ms, low=1)
+    check_qty("ready_in", ready_in_ms, low=0)
+
+
+def check_arrivals(op_id: str, arrived: Sequence[SkuQty] | None) -> None:
+    """What arrived of a transfer (None: everything shipped): each SKU once, quantities from 0.
+    Whether the SKUs are on the transfer, and no more than shipped, is the ledger's to check."""
+    check_op(op_id)
+    if arrived is None:
+        return
+    seen: set[str] = set()
+    for i, line in enumerate(arrived):
+        check_id(f"lines[{i}].sku", line.sku)
+        check_qty(f"lines[{i}].qty", line.qty, low=0)
+        if line.sku in seen:
+            raise InvalidInput(f"lines[{i}].sku", "named twice")
+        seen.add(line.sku)

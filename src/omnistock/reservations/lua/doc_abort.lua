@@ -1,31 +1,31 @@
--- Undo the part of a multi-part transfer or hold that a later part refused (cluster sagas):
--- what this part reserved or held is given back, and the part records the refusal so that
--- repeating the creating operation replays it.
--- ARGV: now, op, id, the final refusal (JSON), linked transfer id ('' for none).
+-- Undo a part of a multi-part transfer or hold that could not be created whole (cluster sagas):
+-- what this part reserved or held is given back, and the part records the final refusal (the
+-- refused part too), so that repeating the creating operation replays it in every partition.
+-- A document another operation made is left alone. Idempotent.
+-- ARGV: now, op, id, the final refusal (JSON).
 local now = clock(ARGV[1])
 local op, id = ARGV[2], ARGV[3]
 local d = read_doc(id)
-if d and d.st == 'f' then return 1 end
-if d and d.op == op then
-  if d.k == 't' and d.st == 'q' then
-    for _, l in ipairs(d.ln) do
-      move(l[1], d.from, l[2], 0, -l[3], 0, 0, 'transfer_cancel', op, id, now)
-    end
-  elseif d.k == 'h' and (d.st == 'p' or d.st == 'y') then
-    for _, l in ipairs(d.ln) do
-      if l[4] > 0 then move(l[1], d.store, l[2], 0, 0, -l[4], 0, 'hold_cancel', op, id, now) end
-    end
-    deadline_remove(id, HOME_P, d.ln)
-    if d.tid then
-      local t = read_doc(d.tid)
-      if t and t.st == 'q' then
-        for _, l in ipairs(t.ln) do
-          move(l[1], t.from, l[2], 0, -l[3], 0, 0, 'transfer_cancel', op, d.tid, now)
-        end
+if d and d.op ~= op then return 0 end
+if d and d.k == 't' and d.st == 'q' then
+  for _, l in ipairs(d.ln) do
+    move(l[1], d.from, l[2], 0, -l[3], 0, 0, 'transfer_cancel', op, id, now)
+  end
+elseif d and d.k == 'h' and (d.st == 'p' or d.st == 'y') then
+  for _, l in ipairs(d.ln) do
+    if l[4] > 0 then move(l[1], d.store, l[2], 0, 0, -l[4], 0, 'hold_cancel', op, id, now) end
+  end
+  deadline_remove(id, HOME_P, d.ln)
+  if d.tid then
+    local t = read_doc(d.tid)
+    if t and t.st == 'q' then
+      for _, l in ipairs(t.ln) do
+        move(l[1], t.from, l[2], 0, -l[3], 0, 0, 'transfer_cancel', op, d.tid, now)
       end
-      redis.call('DEL', doc_key(d.tid))
     end
+    redis.call('DEL', doc_key(d.tid))
   end
 end
 write_doc(id, HOME_P, { k = d and d.k or 'x', st = 'f', op = op, res = ARGV[4] }, OP_TTL_MS)
+redis.call('SET', op_key(op), ARGV[4], 'PX', OP_TTL_MS)
 return 1

@@ -1,7 +1,7 @@
 -- Place a hold (or one part of it) at a store, every line or none. Without a source the store's
 -- own stock moves into held. With a source, a transfer to the store is requested in the same
 -- step (the goods reserved at the source) and the hold waits for it; its ready_by is unknown
--- until the goods arrive.
+-- until the goods arrive. Repeating the op replays its first result (or its refusal).
 -- ARGV: now, op, hold id, store, customer ref, pickup window ms, ready ms, source ('' for none),
 --       transfer id ('' for none), parts (JSON, header of a multi-part hold only, else ''),
 --       then per line: partition, sku, qty.
@@ -13,8 +13,11 @@ local prev = read_doc(id)
 if prev then
   if prev.op ~= op then return { cjson.encode({ err = 'exists' }), 0 } end
   if prev.res then return { prev.res, 1 } end
-  return { cjson.encode(prev), 1 }
+  return { replay(op) or cjson.encode(prev), 1 }
 end
+-- The transfer id is derived from the op id like a requested transfer's: an op id already used
+-- for a transfer must not overwrite it (its reservation would never be given back).
+if tid ~= '' and read_doc(tid) then return { cjson.encode({ err = 'exists' }), 0 } end
 local from = store
 if src ~= '' then from = src end
 local lines, positions, short = {}, {}, {}
@@ -58,4 +61,4 @@ else
 end
 write_doc(id, HOME_P, d)
 deadline_add(id, HOME_P, lines, d.exp)
-return { cjson.encode(d), 0 }
+return remember(op, cjson.encode(d))

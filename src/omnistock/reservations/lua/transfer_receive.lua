@@ -2,28 +2,48 @@
 -- arrived and its inbound drops by what was shipped; a shortfall leaves inbound as a 'loss' event
 -- with the transfer id. Goods of a transfer made for a hold go straight into held at the store,
 -- in the same step, so they are never sellable to anyone else; the hold's ready_by and expiry
--- then count from now.
--- ARGV: now, op, transfer id, what arrived (JSON {sku: qty} for this part's lines; a SKU left out
---       arrived not at all), or '' when everything shipped arrived.
+-- then count from now. The op remembers its first outcome and replays it; a receipt refused as
+-- invalid (a SKU not on the transfer, more than shipped) is not an outcome, and is not kept.
+-- ARGV: now, op, transfer id, what arrived: '' when everything shipped arrived, else the whole
+--       receipt as JSON [[sku, qty], ...] in the caller's order (a SKU left out arrived not at
+--       all), the same for every part. The header of a multi-part transfer checks every line
+--       against its map of the parts (SKUs and quantities), so it refuses a bad receipt before
+--       any part takes it, and marks its hold short if any part is; another part takes its own.
 local now = clock(ARGV[1])
 expire_due(now)
 local op, id = ARGV[2], ARGV[3]
+local first = replay(op)
+if first then return { first, 1 } end
 local d = read_doc(id)
 if not d or d.k ~= 't' or d.st == 'f' then return { cjson.encode({ err = 'missing' }), 0 } end
 if d.st == 'd' and d.rop == op then return { cjson.encode(d), 1 } end
-if d.st ~= 's' then return { cjson.encode({ err = 'state', st = d.st }), 0 } end
-local arrived = nil
+if d.st ~= 's' then return remember(op, cjson.encode({ err = 'state', st = d.st })) end
+local multi = string.match(id, '^%a%d+m%-') ~= nil
+local whole = {}  -- every line of the transfer this part can check: sku -> shipped
+for _, l in ipairs(d.ln) do whole[l[2]] = l[4] end
+if d.parts and d.parts.q then
+  for i, sku in ipairs(d.parts.o) do
+    if whole[sku] == nil then whole[sku] = d.parts.q[i] end
+  end
+end
+local arrived, whole_short = nil, false
 if ARGV[4] ~= '' then
-  arrived = cjson.decode(ARGV[4])
-  local shipped = {}
-  for _, l in ipairs(d.ln) do shipped[l[2]] = l[4] end
-  for sku, qty in pairs(arrived) do
-    if shipped[sku] == nil then
-      return { cjson.encode({ err = 'unknown_line', sku = sku }), 0 }
+  arrived = {}
+  for _, entry in ipairs(cjson.decode(ARGV[4])) do
+    local sku, qty = entry[1], entry[2]
+    local shipped = whole[sku]
+    if shipped == nil then
+      -- Another part's line: its header has checked it.
+      if not multi or d.parts then
+        return { cjson.encode({ err = 'unknown_line', sku = sku }), 0 }
+      end
+    elseif qty > shipped then
+      return { cjson.encode({ err = 'over', sku = sku, shipped = shipped }), 0 }
     end
-    if qty > shipped[sku] then
-      return { cjson.encode({ err = 'over', sku = sku, shipped = shipped[sku] }), 0 }
-    end
+    arrived[sku] = qty
+  end
+  for sku, shipped in pairs(whole) do
+    if (arrived[sku] or 0) < shipped then whole_short = true end
   end
 end
 local hold = nil
@@ -55,10 +75,11 @@ if hold then
     hl[4] = got
     if got < hl[3] then hold.short = true end
   end
+  if whole_short then hold.short = true end
   hold.arrived = true
   hold.rb = now + hold.rdm
   hold.exp = now + hold.win
   write_doc(d.hid, HOME_P, hold)
   deadline_add(d.hid, HOME_P, hold.ln, hold.exp)
 end
-return { cjson.encode(d), 0 }
+return remember(op, cjson.encode(d))

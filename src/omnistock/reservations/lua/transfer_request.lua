@@ -1,4 +1,5 @@
--- Request a transfer (or one part of it): reserve every line at the source, or none.
+-- Request a transfer (or one part of it): reserve every line at the source, or none. Repeating
+-- the op replays its first result (or its refusal), whatever happened to the transfer since.
 -- ARGV: now, op, transfer id, from, to, reason, parts (JSON, header of a multi-part transfer
 --       only, else ''), hold id ('' for none), then per line: partition, sku, qty.
 local now = clock(ARGV[1])
@@ -8,7 +9,7 @@ local prev = read_doc(id)
 if prev then
   if prev.op ~= op then return { cjson.encode({ err = 'exists' }), 0 } end
   if prev.res then return { prev.res, 1 } end
-  return { cjson.encode(prev), 1 }
+  return { replay(op) or cjson.encode(prev), 1 }
 end
 local lines, positions, short = {}, {}, {}
 for i = 9, #ARGV, 3 do
@@ -33,4 +34,4 @@ if ARGV[6] ~= '' then d.ref = ARGV[6] end
 if ARGV[7] ~= '' then d.parts = cjson.decode(ARGV[7]) end
 if ARGV[8] ~= '' then d.hid = ARGV[8] end
 write_doc(id, HOME_P, d)
-return { cjson.encode(d), 0 }
+return remember(op, cjson.encode(d))
