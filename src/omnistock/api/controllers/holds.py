@@ -46,16 +46,19 @@ class HoldsController(Controller):
             raise InvalidInput("source_node_id", f"unknown node {data.source_node_id}")
         lines = merge_sku_lines([SkuQty(line.sku, line.qty) for line in data.lines])
 
-        async def place(source: str | None) -> Hold:
+        async def place(source: str | None, attempt: int = 0) -> Hold:
+            # Each look at the stock is its own operation: a refusal is remembered under its
+            # id, and a retried request replays every attempt in turn. The key's claim rides on
+            # the first.
             return await services.ledger.place_hold(
-                op_id,
+                op_id if attempt == 0 else f"{op_id}:{attempt}",
                 data.store_id,
                 lines,
                 customer_ref=data.customer_ref,
                 pickup_window_ms=data.pickup_window_s * 1000,
                 ready_in_ms=store.pickup_ready_minutes * 60_000,
                 source_node_id=source,
-                claim=claim,
+                claim=claim if attempt == 0 else None,
             )
 
         if not data.allow_transfer:
@@ -101,7 +104,7 @@ async def _place_anywhere(services, store, lines, place) -> Hold:
     """At the store when it has everything; otherwise from the nearest node that has it all,
     by a transfer. Stock can move between the look and the hold: then look again."""
     error: InsufficientStock | None = None
-    for _ in range(CHOOSE_ATTEMPTS):
+    for attempt in range(CHOOSE_ATTEMPTS):
         found = await services.ledger.availability_many([line.sku for line in lines])
         available = {(p.node_id, p.sku): p.available for ps in found.values() for p in ps}
         if all(available.get((store.node_id, line.sku), 0) >= line.qty for line in lines):
@@ -110,10 +113,10 @@ async def _place_anywhere(services, store, lines, place) -> Hold:
             nodes = [n for n in await services.catalog.all() if n.node_id != store.node_id]
             chosen = nearest_source(store, nodes, available, lines)
             if chosen is None:
-                return await place(None)  # refused with the store's shortages
+                return await place(None, attempt)  # refused with the store's shortages
             source = chosen.node_id
         try:
-            return await place(source)
+            return await place(source, attempt)
         except InsufficientStock as exc:
             error = exc
     assert error is not None
