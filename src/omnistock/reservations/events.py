@@ -1,11 +1,14 @@
 """The ledger's events as the scripts append them to each partition's stream (``{os.N}:ev``).
 
 One event per line changed: the operation id, its kind (``set``, ``receipt``, ``sale``,
-``return``, ``damage``, ``count``, ``reserve``, ``commit``, ``release``, ``expire``), the position,
-the deltas it applied, the quantities it left, a reference (reservation id, adjustment ref) and
-the time in milliseconds. A script call appends one stream entry per partition it changed; the
-entry's field ``e`` holds its events, one per line, values separated by tabs, because the server
-pays per stream entry and this is on every write. An event's id is its entry's id and its index.
+``return``, ``damage``, ``count``, ``reserve``, ``commit``, ``release``, ``expire``; for
+transfers ``transfer_reserve``, ``ship_out``, ``ship_in``, ``receive``, ``loss``,
+``transfer_cancel``; for holds ``hold``, ``hold_arrive``, ``collect``, ``hold_cancel``,
+``hold_expire``), the position, the deltas it applied, the quantities it left, a reference
+(reservation, transfer or hold id, adjustment ref) and the time in milliseconds. A script call
+appends one stream entry per partition it changed; the entry's field ``e`` holds its events, one
+per line, values separated by tabs, because the server pays per stream entry and this is on every
+write. An event's id is its entry's id and its index.
 """
 
 from __future__ import annotations

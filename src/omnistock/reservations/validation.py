@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from omnistock.domain.errors import InvalidInput
 from omnistock.domain.ids import is_valid_id
-from omnistock.domain.movement import SkuQty
+from omnistock.domain.movement import MAX_PICKUP_WINDOW_S, SkuQty
 from omnistock.domain.reservation import MAX_TTL_S
 from omnistock.domain.stock import MAX_QTY, Adjustment, Line, Reason
 
@@ -119,7 +119,9 @@ def check_hold(
     check_sku_lines(lines)
     if not isinstance(customer_ref, str) or not 0 < len(customer_ref) <= 128:
         raise InvalidInput("customer_ref", "1 to 128 characters")
-    check_qty("pickup_window_s", pickup_window_ms, low=1)
+    window_ok = isinstance(pickup_window_ms, int) and not isinstance(pickup_window_ms, bool)
+    if not window_ok or not 0 < pickup_window_ms <= MAX_PICKUP_WINDOW_S * 1000:
+        raise InvalidInput("pickup_window_s", f"must be from 1 ms to {MAX_PICKUP_WINDOW_S} s")
     check_qty("ready_in", ready_in_ms, low=0)
 
 

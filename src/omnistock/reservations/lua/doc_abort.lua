@@ -27,5 +27,7 @@ elseif d and d.k == 'h' and (d.st == 'p' or d.st == 'y') then
   end
 end
 write_doc(id, HOME_P, { k = d and d.k or 'x', st = 'f', op = op, res = ARGV[4] }, OP_TTL_MS)
-redis.call('SET', op_key(op), ARGV[4], 'PX', OP_TTL_MS)
+-- The op's memory of a part it made (see remember in the creating scripts) gives way to the
+-- refusal too; an op id that made nothing here may be another document's, and is left alone.
+if d then redis.call('SET', op_key(op), ARGV[4], 'PX', OP_TTL_MS) end
 return 1
