@@ -17,6 +17,7 @@ from tests.api.movement_support import hold_ok, sku_line, step_ok, transfer_ok
 from tests.api.support import assert_problem, line, reserve_ok, snapshot
 
 RANK = {"storefront": 1, "oms": 2, "admin": 3}
+DESTINATION = {"lat": 52.5, "lon": 13.4}
 WRONG_KEY = "test-unknown-key-0000000009"
 CREDENTIALS = ("no key", "wrong key", "storefront", "oms", "admin")
 
@@ -192,6 +193,39 @@ ROUTES = (
         200,
         needs=MOVEMENTS,
         writes=True,
+    ),
+    Route(
+        "quote",
+        "POST",
+        "/v1/routing/quote",
+        "storefront",
+        200,
+        needs=STOCK,
+        body=lambda c: {"lines": [sku_line(c["sku"], 1)], "destination": DESTINATION},
+    ),
+    Route(
+        "order",
+        "POST",
+        "/v1/orders",
+        "oms",
+        201,
+        needs=STOCK,
+        body=lambda c: {
+            "order_id": f"order-{c['sku']}",
+            "lines": [sku_line(c["sku"], 1)],
+            "destination": DESTINATION,
+        },
+        idempotent=True,
+        writes=True,
+    ),
+    Route(
+        "batch",
+        "POST",
+        "/v1/routing/batch",
+        "oms",
+        200,
+        needs=STOCK,
+        body=lambda c: {"orders": [{"lines": [sku_line(c["sku"], 1)], "destination": DESTINATION}]},
     ),
 )
 

@@ -30,6 +30,8 @@ TASKS = 64
 CALLS = 1000
 STOCK = 100
 ANSWER_TIMEOUT_S = 240
+ANSWER_LIMIT = 64 * 1024 * 1024
+"""The longest answer line a worker may give (asyncio's default is 64 KiB)."""
 
 
 class Workers:
@@ -39,14 +41,25 @@ class Workers:
         self.procs = procs
 
     @classmethod
-    async def start(cls, url: str, *, cluster: bool = False) -> Workers:
-        argv = [sys.executable, "-m", "tests.integration.concurrent_workers", url]
+    async def start(
+        cls,
+        url: str,
+        *,
+        cluster: bool = False,
+        module: str = "tests.integration.concurrent_workers",
+        count: int = PROCESSES,
+    ) -> Workers:
+        argv = [sys.executable, "-m", module, url]
         argv += ["--cluster"] if cluster else []
         procs = [
             await asyncio.create_subprocess_exec(
-                *argv, cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+                *argv,
+                cwd=ROOT,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                limit=ANSWER_LIMIT,
             )
-            for _ in range(PROCESSES)
+            for _ in range(count)
         ]
         workers = cls(procs)
         try:
