@@ -340,6 +340,21 @@ local function remember(op, result)
   return { result, 0 }
 end
 
+-- The common start of a step on a transfer (kind 't') or a hold ('h'): read the clock and
+-- release what is due, replay the op's first outcome, find the document and check that it is in
+-- state `from`. Returns the reply to give back at once, or nil, now, op, id and the document.
+local function begin_step(ARGV, kind, from)
+  local now = clock(ARGV[1])
+  expire_due(now)
+  local op, id = ARGV[2], ARGV[3]
+  local first = replay(op)
+  if first then return { first, 1 } end
+  local d = read_doc(id)
+  if not d or d.k ~= kind or d.st == 'f' then return { cjson.encode({ err = 'missing' }), 0 } end
+  if d.st ~= from then return remember(op, cjson.encode({ err = 'state', st = d.st })) end
+  return nil, now, op, id, d
+end
+
 -- What a caller sees of a record.
 local function view(r)
   return cjson.encode({ st = r.st, exp = r.exp, ct = r.ct, ln = r.ln, ref = r.ref,

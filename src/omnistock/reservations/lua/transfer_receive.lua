@@ -9,15 +9,8 @@
 --       all), the same for every part. The header of a multi-part transfer checks every line
 --       against its map of the parts (SKUs and quantities), so it refuses a bad receipt before
 --       any part takes it, and marks its hold short if any part is; another part takes its own.
-local now = clock(ARGV[1])
-expire_due(now)
-local op, id = ARGV[2], ARGV[3]
-local first = replay(op)
-if first then return { first, 1 } end
-local d = read_doc(id)
-if not d or d.k ~= 't' or d.st == 'f' then return { cjson.encode({ err = 'missing' }), 0 } end
-if d.st == 'd' and d.rop == op then return { cjson.encode(d), 1 } end
-if d.st ~= 's' then return remember(op, cjson.encode({ err = 'state', st = d.st })) end
+local reply, now, op, id, d = begin_step(ARGV, 't', 's')
+if reply then return reply end
 local multi = string.match(id, '^%a%d+m%-') ~= nil
 local whole = {}  -- every line of the transfer this part can check: sku -> shipped
 for _, l in ipairs(d.ln) do whole[l[2]] = l[4] end
