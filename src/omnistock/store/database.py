@@ -30,6 +30,38 @@ nodes = sa.Table(
 )
 
 
+events = sa.Table(
+    "events",
+    metadata,
+    # Order of arrival in the journal: what /v1/events pages by.
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    # "<stream partition>:<entry id>/<index>": unique, so a redelivered event lands once.
+    sa.Column("event_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("at_ms", sa.BigInteger, nullable=False),
+    sa.Column("op_id", sa.String(600), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("node_id", sa.String(64), nullable=False),
+    sa.Column("sku", sa.String(64), nullable=False),
+    sa.Column("d_on_hand", sa.BigInteger, nullable=False),
+    sa.Column("d_reserved", sa.BigInteger, nullable=False),
+    sa.Column("d_held", sa.BigInteger, nullable=False),
+    sa.Column("d_inbound", sa.BigInteger, nullable=False),
+    sa.Column("on_hand", sa.BigInteger, nullable=False),
+    sa.Column("reserved", sa.BigInteger, nullable=False),
+    sa.Column("held", sa.BigInteger, nullable=False),
+    sa.Column("safety_stock", sa.BigInteger, nullable=False),
+    sa.Column("inbound", sa.BigInteger, nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("ref", sa.String(200), nullable=False),
+    sa.Index("ix_events_position", "node_id", "sku", "seq"),
+)
+
+
 def default_url(data_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{(data_dir / 'omnistock.db').resolve()}"
 
@@ -52,11 +84,10 @@ def open_engine(url: str, *, timeout_s: float) -> AsyncEngine:
 
 
 async def create_schema(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        if engine.dialect.name == "sqlite":
-            # WAL lets readers in other workers go on while one writes.
-            await conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-        await conn.run_sync(metadata.create_all)
+    """Brings the database to the current schema (Alembic migrations)."""
+    from omnistock.store.migrate import upgrade
+
+    await upgrade(engine)
 
 
 async def ping(engine: AsyncEngine) -> None:
