@@ -39,6 +39,9 @@ def settings_for(data_dir: Path, redis_url: str, **overrides: Any) -> Settings:
         "api_keys": ",".join(f"{key}:{role}" for role, key in KEYS.items()),
         # The sweeper stays out of the way: expiry must be exact without it.
         "sweep_interval_ms": 600_000,
+        # The session's Valkey is shared by every test's app, each with a database of its own:
+        # only tests of the journal, on a Valkey of their own, run the projector.
+        "projector": False,
     }
     fields.update(overrides)
     return Settings(**fields)

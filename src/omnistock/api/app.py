@@ -18,6 +18,7 @@ from litestar.openapi import OpenAPIConfig
 from omnistock.api.auth import auth_middleware
 from omnistock.api.controllers.availability import AvailabilityController
 from omnistock.api.controllers.holds import HoldsController
+from omnistock.api.controllers.journal import JournalController
 from omnistock.api.controllers.nodes import NodesController
 from omnistock.api.controllers.orders import OrdersController
 from omnistock.api.controllers.reservations import ReservationsController
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
             TransfersController,
             RoutingController,
             OrdersController,
+            JournalController,
         ],
         lifespan=[lifespan],
         middleware=[auth_middleware],

@@ -16,6 +16,9 @@ from pathlib import Path
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 STALE_S = 60.0
+GAUGES = {
+    "omnistock_projector_lag_events": "Ledger stream entries not yet in the journal.",
+}
 
 
 class Metrics:
@@ -25,6 +28,8 @@ class Metrics:
         # (route, method) -> [bucket counts..., +Inf count, sum]
         self.latency: dict[tuple[str, str], list[float]] = {}
         self.outcomes: dict[str, int] = defaultdict(int)
+        # Values every worker measures alike (the projector's lag): a scrape shows the largest.
+        self.gauges: dict[str, float] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests[(route, method, str(status))] += 1
@@ -44,6 +49,7 @@ class Metrics:
             "requests": [[*k, v] for k, v in self.requests.items()],
             "latency": [[*k, v] for k, v in self.latency.items()],
             "outcomes": dict(self.outcomes),
+            "gauges": dict(self.gauges),
         }
 
     def flush(self) -> None:
@@ -78,6 +84,8 @@ class Metrics:
                     mine[i] += value
             for name, count in snap["outcomes"].items():
                 total.outcomes[name] += count
+            for name, value in snap.get("gauges", {}).items():
+                total.gauges[name] = max(total.gauges.get(name, value), value)
         return total
 
     def render(self) -> str:
@@ -115,4 +123,8 @@ class Metrics:
         ]
         for name, count in sorted(m.outcomes.items()):
             out.append(f'omnistock_ledger_outcomes_total{{outcome="{name}"}} {count}')
+        for name, (help_text, value) in sorted(
+            (n, (GAUGES.get(n, n), v)) for n, v in m.gauges.items()
+        ):
+            out += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value:g}"]
         return "\n".join(out) + "\n"

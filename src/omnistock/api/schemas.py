@@ -299,6 +299,44 @@ class BatchIn(msgspec.Struct, forbid_unknown_fields=True):
     time_limit_ms: Annotated[int, msgspec.Meta(ge=100, le=110_000)] = 30_000
 
 
+# -- journal ------------------------------------------------------------------------------------
+
+
+class Deltas(msgspec.Struct):
+    on_hand: int
+    reserved: int
+    held: int
+    inbound: int
+
+
+class JournalEntry(msgspec.Struct):
+    seq: int
+    event_id: str
+    at: str
+    kind: str
+    node_id: str
+    sku: str
+    ref: str
+    op_id: str
+    delta: Deltas
+    on_hand: int
+    reserved: int
+    held: int
+    safety_stock: int
+    inbound: int
+    version: int
+
+
+class HistoryPage(msgspec.Struct):
+    items: list[JournalEntry]
+    next_before: int | None
+
+
+class EventsPage(msgspec.Struct):
+    items: list[JournalEntry]
+    next_after: int
+
+
 # -- service -------------------------------------------------------------------------------------
 
 
@@ -309,6 +347,7 @@ class Health(msgspec.Struct):
 class Readiness(msgspec.Struct):
     status: str
     checks: dict[str, str]
+    details: dict[str, int | None] = msgspec.field(default_factory=dict)
 
 
 class NoopOut(msgspec.Struct):

@@ -20,6 +20,7 @@ from omnistock.runtime.settings import Settings
 from omnistock.runtime.valkey_server import EmbeddedValkey
 from omnistock.store.catalog import NodeCatalog
 from omnistock.store.database import create_schema, default_url, open_engine
+from omnistock.store.projector import Projector
 
 log = logging.getLogger("omnistock.runtime")
 
@@ -87,6 +88,7 @@ class Services:
     catalog: NodeCatalog
     keys: ApiKeys
     metrics: Metrics
+    projector: Projector
 
     @property
     def ledger(self) -> RedisLedger:
@@ -117,11 +119,14 @@ async def service_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator
         catalog = NodeCatalog(engine)
         await catalog.refresh()
         async with ledger_runtime(settings) as runtime:
-            services = Services(settings, runtime, engine, catalog, keys, metrics)
+            projector = Projector(runtime.connection.client, engine, cluster=settings.redis_cluster)
+            services = Services(settings, runtime, engine, catalog, keys, metrics, projector)
             tasks = [
                 asyncio.create_task(_every(1.0, "catalog refresh", catalog.refresh)),
                 asyncio.create_task(_every(1.0, "metrics flush", _flush(services))),
             ]
+            if settings.projector:
+                tasks.append(asyncio.create_task(projector.run(), name="projector"))
             try:
                 yield services
             finally:
@@ -134,8 +139,13 @@ async def service_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator
 
 def _flush(services: Services) -> Callable[[], Awaitable[None]]:
     async def flush() -> None:
-        services.metrics.outcomes["expired"] = services.runtime.sweeper.expired_total
-        services.metrics.flush()
+        metrics = services.metrics
+        metrics.outcomes["expired"] = services.runtime.sweeper.expired_total
+        metrics.outcomes["journaled"] = services.projector.projected
+        try:
+            metrics.gauges["omnistock_projector_lag_events"] = await services.projector.lag()
+        finally:
+            metrics.flush()
 
     return flush
 

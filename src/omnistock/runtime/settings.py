@@ -25,6 +25,7 @@ class Settings(msgspec.Struct, frozen=True):
     redis_timeout_s: float = 2.0
     request_timeout_s: float = 2.5
     db_timeout_s: float = 2.0
+    projector: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -43,12 +44,15 @@ class Settings(msgspec.Struct, frozen=True):
             redis_timeout_s=_int(env, "OMNISTOCK_REDIS_TIMEOUT_MS", 2000, low=50) / 1000,
             request_timeout_s=_int(env, "OMNISTOCK_REQUEST_TIMEOUT_MS", 2500, low=50) / 1000,
             db_timeout_s=_int(env, "OMNISTOCK_DB_TIMEOUT_MS", 2000, low=50) / 1000,
+            projector=_flag(env, "OMNISTOCK_PROJECTOR", default=True),
         )
 
 
-def _flag(env: dict[str, str], name: str) -> bool:
+def _flag(env: dict[str, str], name: str, *, default: bool = False) -> bool:
     value = env.get(name, "").strip().lower()
-    if value in ("", "0", "false", "no"):
+    if value == "":
+        return default
+    if value in ("0", "false", "no"):
         return False
     if value in ("1", "true", "yes"):
         return True

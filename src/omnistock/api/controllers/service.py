@@ -34,8 +34,10 @@ class ServiceController(Controller):
         )
         checks = {"redis": redis_ok, "database": db_ok}
         ready = all(v == "ok" for v in checks.values())
+        # Information, not a condition of readiness: the journal trails the ledger by this.
+        details = {"projector_lag_events": await _lag(services.projector)}
         return Response(
-            Readiness("ready" if ready else "unavailable", checks),
+            Readiness("ready" if ready else "unavailable", checks, details),
             status_code=200 if ready else 503,
         )
 
@@ -48,6 +50,14 @@ class ServiceController(Controller):
     )
     async def metrics(self, state: State) -> str:
         return state.services.metrics.render()
+
+
+async def _lag(projector: Any) -> int | None:
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            return await projector.lag()
+    except Exception:
+        return None
 
 
 async def _check(call: Any) -> str:
