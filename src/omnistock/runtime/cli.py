@@ -28,6 +28,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    commands.add_parser(
+        "projector", help="project the ledger's events into the journal, alone (until Ctrl-C)"
+    )
+    commands.add_parser(
+        "reconcile",
+        help="replay the journal into positions and compare with the live ledger "
+        "(exit status 1 on any difference)",
+    )
+    rebuild = commands.add_parser(
+        "rebuild", help="restore the live ledger from the database after Redis lost data"
+    )
+    rebuild.add_argument(
+        "--force", action="store_true", help="also over a ledger that is not empty"
+    )
     return parser
 
 
@@ -40,6 +54,7 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
 
     from omnistock.api.auth import KeyConfigError, first_start_admin_key, resolve_keys
     from omnistock.runtime.bootstrap import prepare_database, start_embedded_valkey
+    from omnistock.runtime.tools import url_file
 
     # Until granian installs its own handlers, a stop request unwinds through the finally blocks
     # below, so an embedded Valkey already started is stopped, not orphaned.
@@ -69,6 +84,7 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
         embedded = start_embedded_valkey(settings)
         os.environ["OMNISTOCK_REDIS_URL"] = embedded.url
         os.environ["OMNISTOCK_REDIS_CLUSTER"] = "0"
+        url_file(settings).write_text(embedded.url + "\n")
 
         def on_exit(code: int) -> None:
             crashed.append(code)
@@ -99,6 +115,7 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
         ).serve()
     finally:
         if embedded is not None:
+            url_file(settings).unlink(missing_ok=True)
             embedded.stop()
     if crashed:
         return 1
@@ -120,6 +137,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         return serve(settings, args.host, args.port, max(1, args.workers))
+    from omnistock.runtime import tools
+
+    if args.command == "projector":
+        return asyncio.run(tools.projector(settings))
+    if args.command == "reconcile":
+        return asyncio.run(tools.reconcile(settings))
+    if args.command == "rebuild":
+        return asyncio.run(tools.rebuild(settings, force=args.force))
     return 2
 
 

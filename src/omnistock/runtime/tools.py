@@ -1,0 +1,97 @@
+"""The operator's commands besides ``serve``: ``projector``, ``reconcile`` and ``rebuild``.
+
+Each opens the ledger and the database the service uses. With the embedded default, a running
+``omnistock serve`` publishes its Valkey's URL in ``<data dir>/valkey.url``, so the tools reach
+the same server; when the service is not running they start the embedded Valkey themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from omnistock.runtime.bootstrap import LedgerRuntime, ledger_runtime
+from omnistock.runtime.settings import Settings
+from omnistock.store.database import create_schema, default_url, open_engine
+
+URL_FILE = "valkey.url"
+
+
+def url_file(settings: Settings) -> Path:
+    return settings.data_dir / URL_FILE
+
+
+def with_running_valkey(settings: Settings) -> Settings:
+    """The settings, pointed at the embedded Valkey of a running service when there is one."""
+    path = url_file(settings)
+    if settings.redis_url is None and path.exists():
+        return msgspec.structs.replace(settings, redis_url=path.read_text().strip())
+    return settings
+
+
+@contextlib.asynccontextmanager
+async def opened(settings: Settings) -> AsyncIterator[tuple[LedgerRuntime, AsyncEngine]]:
+    settings = with_running_valkey(settings)
+    engine = open_engine(
+        settings.database_url or default_url(settings.data_dir), timeout_s=settings.db_timeout_s
+    )
+    try:
+        await create_schema(engine)
+        async with ledger_runtime(settings) as runtime:
+            await runtime.sweeper.stop()  # the service sweeps; a tool only looks or restores
+            yield runtime, engine
+    finally:
+        await engine.dispose()
+
+
+async def projector(settings: Settings) -> int:
+    """Runs a projector alone until SIGINT/SIGTERM (``OMNISTOCK_PROJECTOR=0`` on the service
+    leaves all projecting to it)."""
+    from omnistock.store.projector import Projector
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with opened(settings) as (runtime, engine):
+        worker = Projector(runtime.connection.client, engine, cluster=settings.redis_cluster)
+        task = asyncio.create_task(worker.run())
+        print(f"omnistock projector running (consumer group 'journal', {runtime.redis_url})")
+        await stop.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        print(f"omnistock projector stopped: {worker.projected} events journaled")
+    return 0
+
+
+async def reconcile(settings: Settings) -> int:
+    """Replays the journal into positions and compares them with the live ledger; prints every
+    difference; exit status 1 when there is any."""
+    from omnistock.store.reconcile import reconcile as compare
+
+    async with opened(settings) as (runtime, engine):
+        report = await compare(runtime.ledger, engine)
+    print(report.render())
+    return 1 if report.differences else 0
+
+
+async def rebuild(settings: Settings, *, force: bool) -> int:
+    """Restores the live ledger from the database after Redis lost data."""
+    from omnistock.store.rebuild import RebuildRefused
+    from omnistock.store.rebuild import rebuild as restore
+
+    async with opened(settings) as (runtime, engine):
+        try:
+            report = await restore(runtime.connection, engine, force=force)
+        except RebuildRefused as exc:
+            print(f"omnistock rebuild: {exc}")
+            return 2
+    print(report.render())
+    return 0
