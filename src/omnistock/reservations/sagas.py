@@ -196,6 +196,9 @@ async def adjust_saga(
     which cannot refuse, go last. Every partition runs once, under the caller's operation id."""
     risky = [g for g in groups if any(a.delta < 0 for _p, a in g.items)]
     safe = [g for g in groups if all(a.delta > 0 for _p, a in g.items)]
+    short = await _would_fall_below(ledger, adjustments)
+    if short and await _remember_refusal(ledger, op_id, risky, short):
+        raise BelowCommitted(short)
     results = await asyncio.gather(
         *(ledger._adjust_group(op_id, g) for g in risky), return_exceptions=True
     )
@@ -219,6 +222,42 @@ async def adjust_saga(
     return [final[k] for k in order]
 
 
+async def _would_fall_below(
+    ledger: RedisLedger, adjustments: Sequence[Adjustment]
+) -> list[Shortage]:
+    """The lines that would take on_hand below reserved + held, judged on a fresh read with
+    running totals in request order, as a single script judges them. Checked before any
+    partition applies anything, so a refusal leaves every position (and version) untouched;
+    a change racing in between is still caught by the scripts and undone."""
+    positions = await ledger.availability_many([a.sku for a in adjustments])
+    current = {(p.node_id, p.sku): p for found in positions.values() for p in found}
+    on_hand: dict[tuple[str, str], int] = {}
+    short = []
+    for a in adjustments:
+        key = (a.node_id, a.sku)
+        p = current.get(key) or Position(a.node_id, a.sku)
+        before = on_hand.get(key, p.on_hand)
+        if before + a.delta < p.reserved + p.held:
+            short.append(Shortage(a.node_id, a.sku, -a.delta, max(0, before - p.reserved - p.held)))
+        on_hand[key] = before + a.delta
+    return short
+
+
+async def _remember_refusal(
+    ledger: RedisLedger, op_id: str, risky: list[Group], short: list[Shortage]
+) -> bool:
+    """Records the refusal as the operation's outcome in every partition that can refuse, so a
+    repeat replays it. False when the operation already had an outcome (a repeat of an adjust
+    that was applied): then it runs again, and every partition replays what it did."""
+    refusal = msgspec.json.encode(
+        {"err": "below", "short": [[s.node_id, s.sku, s.requested, s.available] for s in short]}
+    ).decode()
+    stored = await asyncio.gather(
+        *(ledger._call("remember", [keys.tag(g.home)], [op_id, refusal]) for g in risky)
+    )
+    return all(codec.decode(raw).get("err") for raw in stored)
+
+
 def _in_request_order(
     groups: list[Group], refusals: list[BaseException], adjustments: Sequence[Adjustment]
 ) -> list[Shortage]:
@@ -237,7 +276,9 @@ def _in_request_order(
                     placed.append((index[id(a)], s))
                     k += 1
         placed += [(len(adjustments), s) for s in shortages[k:]]
-    return [s for _i, s in sorted(placed, key=lambda pair: pair[0])]
+    # A refusal remembered before any partition applied (see _remember_refusal) names every
+    # short line in each partition: each line once.
+    return list(dict.fromkeys(s for _i, s in sorted(placed, key=lambda pair: pair[0])))
 
 
 def _net_inverse(group: Group) -> list[tuple[int, Adjustment]]:
