@@ -1,3 +1,3 @@
 """Shared pytest configuration. Fixtures live in plugin modules listed here."""
 
-pytest_plugins = ["tests.fixtures_valkey"]
+pytest_plugins = ["tests.fixtures_valkey", "tests.fixtures_postgres"]

@@ -25,6 +25,7 @@ from omnistock.store.projector import Projector
 log = logging.getLogger("omnistock.runtime")
 
 STARTUP_TIMEOUT_S = 120.0
+SHUTDOWN_WAIT_S = 5.0
 
 
 @dataclass
@@ -122,8 +123,12 @@ async def service_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator
             projector = Projector(runtime.connection.client, engine, cluster=settings.redis_cluster)
             services = Services(settings, runtime, engine, catalog, keys, metrics, projector)
             tasks = [
-                asyncio.create_task(_every(1.0, "catalog refresh", catalog.refresh)),
-                asyncio.create_task(_every(1.0, "metrics flush", _flush(services))),
+                asyncio.create_task(
+                    _every(1.0, "catalog refresh", catalog.refresh), name="catalog refresh"
+                ),
+                asyncio.create_task(
+                    _every(1.0, "metrics flush", _flush(services)), name="metrics flush"
+                ),
             ]
             if settings.projector:
                 tasks.append(asyncio.create_task(projector.run(), name="projector"))
@@ -132,7 +137,11 @@ async def service_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator
             finally:
                 for task in tasks:
                     task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                # A cancellation can be lost inside a Redis call (Python 3.11's wait_for):
+                # shutting down waits for the tasks only so long.
+                _done, stuck = await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT_S)
+                for task in stuck:
+                    log.warning("background task %s did not stop in time", task.get_name())
     finally:
         await engine.dispose()
 

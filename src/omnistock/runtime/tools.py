@@ -77,7 +77,7 @@ async def reconcile(settings: Settings) -> int:
     from omnistock.store.reconcile import reconcile as compare
 
     async with opened(settings) as (runtime, engine):
-        report = await compare(runtime.ledger, engine)
+        report = await compare(runtime.ledger, engine, client=runtime.connection.client)
     print(report.render())
     return 1 if report.differences else 0
 

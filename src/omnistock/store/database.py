@@ -62,6 +62,36 @@ events = sa.Table(
 )
 
 
+# The projection of the live ledger's reservations, transfers and holds: one row per part (a
+# record or document as the scripts store it in one partition), the state last seen by the
+# projector, kept so that ``omnistock rebuild`` can put every one back exactly.
+documents = sa.Table(
+    "ledger_documents",
+    metadata,
+    # The reservation, transfer or hold id, and the partition of this part.
+    sa.Column("doc_id", sa.String(64), primary_key=True),
+    sa.Column("part", sa.Integer, primary_key=True, autoincrement=False),
+    # "r" reservation (a record, <tag>:r:<id>), "t" transfer, "h" hold (documents, <tag>:d:<id>).
+    sa.Column("kind", sa.String(1), nullable=False),
+    # The script's status letter, and whether it is still open (not terminal).
+    sa.Column("status", sa.String(1), nullable=False),
+    sa.Column("is_open", sa.Boolean, nullable=False),
+    # The JSON exactly as the scripts stored it.
+    sa.Column("raw", sa.Text, nullable=False),
+    # The ledger deadline of an active reservation or an open hold (its member of the deadline
+    # set), in ledger milliseconds; null for anything else.
+    sa.Column("deadline_ms", sa.BigInteger, nullable=True),
+    # When the key's time to live runs out, in server milliseconds (finished parts); null when
+    # it has none.
+    sa.Column("expires_at_ms", sa.BigInteger, nullable=True),
+    # The last entry id of the part's event stream when it was read, zero-padded so that text
+    # order is stream order: a read older than the row's does not overwrite it.
+    sa.Column("seen", sa.String(48), nullable=False),
+    sa.Column("updated_at_ms", sa.BigInteger, nullable=False),
+    sa.Index("ix_ledger_documents_open", "is_open", "kind"),
+)
+
+
 def default_url(data_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{(data_dir / 'omnistock.db').resolve()}"
 

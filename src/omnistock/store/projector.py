@@ -5,6 +5,23 @@ the transaction that wrote them has committed, so a projector killed in between 
 pending and they are delivered again (to itself on restart, or claimed by another projector when
 they have been idle for ``CLAIM_IDLE_MS``). The journal's unique event id turns a second delivery
 into nothing, so every event lands once. Several projectors (one per worker) share the group.
+
+With the events it also keeps the projection of the live reservations, transfers and holds (the
+``ledger_documents`` table, what ``omnistock rebuild`` restores them from): one script reads a
+batch of entries and, at the same moment, the current record or document of everything the
+batch's events name (by their ref), and the transaction that journals the events upserts those
+parts too. So the projection never trails the journal it came with, and it is at the journal's
+exact point whenever the projector has caught up: a part read with a batch can only be ahead of
+the journal by events still waiting in the stream after that batch, which name it, and the
+projector reads it again with them. Each part carries the stream entry id it was read at, and a
+read older than the row's does not overwrite it, so projectors committing out of order (or a
+redelivered batch) leave the newest state. A part whose key is gone (a saga's abort deleted it,
+or a finished part outlived its time to live) is deleted.
+
+Steps that emit no event (a hold made ready, a multi-part commit's pin, a hold cancelled while
+its transfer is on its way) reach the projection by ``refresh``: every ``refresh_s`` the
+projector reads every open part again, in a read that leaves the journal exact (see
+projector_read.lua), and drops finished parts whose time to live has run out.
 """
 
 from __future__ import annotations
@@ -13,21 +30,38 @@ import asyncio
 import logging
 import os
 import socket
+from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from redis import exceptions as redis_errors
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from omnistock.reservations import keys
 from omnistock.reservations.events import parse_entry
-from omnistock.store.database import events
+from omnistock.store.database import documents, events
 
 log = logging.getLogger("omnistock.projector")
 
 GROUP = "journal"
 CLAIM_IDLE_MS = 30_000
+REFRESH_ATTEMPTS = 20
+
+# Status letters of parts still open, per kind (see _lib.lua): a reservation active or pinned,
+# a transfer requested or in transit, a hold placed or ready.
+OPEN = {"r": frozenset("ap"), "t": frozenset("qs"), "h": frozenset("py")}
+
+READ_SCRIPT = (
+    resources.files("omnistock.store")
+    .joinpath("projector_read.lua")
+    .read_text()
+    .replace("__NS__", keys.NAMESPACE)
+)
+
+_decode = msgspec.json.Decoder().decode
 
 
 def consumer_name() -> str:
@@ -36,6 +70,108 @@ def consumer_name() -> str:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def stream_position(entry_id: Any) -> str:
+    """A stream entry id as text whose order is the stream's order."""
+    ms, _, seq = _text(entry_id).partition("-")
+    return f"{int(ms):020d}-{int(seq or 0):020d}"
+
+
+@dataclass(slots=True)
+class _Part:
+    """A reservation, transfer or hold part as one read found it (raw empty: the key is gone)."""
+
+    kind: str
+    doc_id: str
+    partition: int
+    raw: bytes
+    pttl: int
+    seen: str  # the stream's last entry id at the read, as stream_position
+    now_ms: int
+
+
+@dataclass(slots=True)
+class _Read:
+    """One read of a stream (see projector_read.lua)."""
+
+    entries: list[tuple[Any, dict[Any, Any] | None]]
+    next_start: str
+    last_id: str  # the stream's last entry id then
+    now_ms: int
+    exact: bool
+    parts: list[_Part]
+
+
+def _parse_read(reply: list[Any]) -> _Read:
+    raw_entries, next_start, last, now, exact, flat = reply
+    entries = []
+    for entry_id, fields in raw_entries or []:
+        pairs = dict(zip(fields[::2], fields[1::2], strict=True)) if fields else None
+        entries.append((entry_id, pairs))
+    last_id, now_ms = _text(last), int(now)
+    seen = stream_position(last_id)
+    parts = [
+        _Part(_text(kind), _text(doc), int(part), raw, int(ttl), seen, now_ms)
+        for kind, doc, part, raw, ttl in flat or []
+    ]
+    return _Read(entries, _text(next_start), last_id, now_ms, bool(int(exact)), parts)
+
+
+def orphaned_holds(parts: list[_Part]) -> list[str]:
+    """Kind and id (flat) of the holds of transfers made for a hold that no longer name it, not
+    read already. A hold placed with a source emits events about its transfer only, and a hold
+    cancelled or expired while its transfer is on its way emits none and unlinks the transfer;
+    its id follows from the operation id, as the transfer's does."""
+    have = {p.doc_id for p in parts}
+    out = []
+    for p in parts:
+        if p.kind != "t" or not p.raw:
+            continue
+        body = _decode(p.raw)
+        parsed = keys.parse_doc_id(p.doc_id, "t")
+        if body.get("ref") != "hold" or body.get("hid") or not body.get("op") or not parsed:
+            continue
+        home, multi = parsed
+        hid = keys.doc_id("h", str(body["op"]), home, single=not multi)
+        if hid not in have:
+            have.add(hid)
+            out += ["h", hid]
+    return out
+
+
+def document_row(
+    kind: str, doc_id: str, part: int, raw: bytes | str, pttl: int, seen: str, now_ms: int
+) -> dict[str, Any]:
+    """The projection row of one part as read from the ledger."""
+    body = _decode(raw)
+    status = str(body.get("st", ""))
+    is_open = status in OPEN[kind]
+    deadline = None
+    if is_open and (kind == "h" or status == "a"):  # pinned reservations have no deadline
+        deadline = int(body["exp"])
+    return {
+        "doc_id": doc_id,
+        "part": part,
+        "kind": kind,
+        "status": status,
+        "is_open": is_open,
+        "raw": raw.decode() if isinstance(raw, bytes) else raw,
+        "deadline_ms": deadline,
+        "expires_at_ms": now_ms + pttl if pttl >= 0 else None,
+        "seen": seen,
+        "updated_at_ms": now_ms,
+    }
+
+
+def _stop_if_cancelled() -> None:
+    """Ends the current task if it was cancelled. A cancellation that lands while a Redis command
+    is in flight can be lost in redis-py (the command returns or fails as usual, the task is
+    left cancelling), and a loop that carried on would never stop: seen in the app's shutdown,
+    which then waits for the projector forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class Projector:
@@ -48,6 +184,7 @@ class Projector:
         consumer: str | None = None,
         batch: int = 500,
         block_ms: int = 1000,
+        refresh_s: float = 60.0,
     ) -> None:
         self._client = client
         self._engine = engine
@@ -58,8 +195,11 @@ class Projector:
         self._streams = {
             keys.stream_key(p): p for p in (range(keys.PARTITIONS) if cluster else [0])
         }
+        self._refresh_s = refresh_s
+        self._script = client.register_script(READ_SCRIPT)
         self.projected = 0  # events this projector wrote (duplicates excluded)
         self.delivered = 0  # events it was handed
+        self.parts = 0  # reservation, transfer and hold parts it upserted or deleted
 
     async def ensure_groups(self) -> None:
         for stream in self._streams:
@@ -72,16 +212,29 @@ class Projector:
     async def run(self) -> None:
         """Projects until cancelled; a dependency down is waited out, not fatal."""
         ready = False
+        loop = asyncio.get_running_loop()
+        refresh_at = loop.time() + self._refresh_s
+        claim_at = loop.time() + CLAIM_IDLE_MS / 2000
         while True:
             try:
+                _stop_if_cancelled()
                 if not ready:
                     await self.ensure_groups()
                     await self.catch_up()
                     ready = True
                 await self.step()
+                if loop.time() >= claim_at:
+                    # What a projector that died left pending (a restarted one is a new
+                    # consumer): taken over once it has been idle for CLAIM_IDLE_MS.
+                    claim_at = loop.time() + CLAIM_IDLE_MS / 2000
+                    await self.catch_up()
+                if loop.time() >= refresh_at:
+                    refresh_at = loop.time() + self._refresh_s
+                    await self.refresh()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                _stop_if_cancelled()
                 log.warning("projector: %s", exc)
                 ready = False
                 await asyncio.sleep(1.0)
@@ -92,21 +245,17 @@ class Projector:
         total = 0
         for stream in self._streams:
             while True:
-                read = await self._client.xreadgroup(
-                    GROUP, self._consumer, {stream: "0"}, count=self._batch
-                )
-                entries = read[0][1] if read else []
-                if not entries:
+                read = await self._read(stream, "own")
+                if not read.entries:
                     break
-                total += await self._project(stream, entries)
+                total += await self._project(stream, read)
             start = "0-0"
             while True:
-                start, claimed, *_ = await self._client.xautoclaim(
-                    stream, GROUP, self._consumer, CLAIM_IDLE_MS, start, count=self._batch
-                )
-                if claimed:
-                    total += await self._project(stream, claimed)
-                if _text(start) == "0-0":
+                read = await self._read(stream, "claim", start=start)
+                if read.entries:
+                    total += await self._project(stream, read)
+                start = read.next_start
+                if start == "0-0":
                     break
         return total
 
@@ -114,26 +263,88 @@ class Projector:
         """One read of new entries (waiting up to ``block_ms`` for some) and their projection."""
         if not self._cluster:
             [stream] = self._streams
-            read = await self._client.xreadgroup(
-                GROUP, self._consumer, {stream: ">"}, count=self._batch, block=self._block_ms
-            )
-            return sum([await self._project(stream, entries) for _s, entries in read or []])
+            read = await self._read(stream, "new")
+            if not read.entries and self._block_ms > 0:
+                # Everything up to the stream's last entry is delivered: wait for a later one.
+                woke = await self._client.xread(
+                    {stream: read.last_id}, count=1, block=self._block_ms
+                )
+                if woke:
+                    read = await self._read(stream, "new")
+            return await self._project(stream, read)
         total = 0
         for stream in self._streams:
-            read = await self._client.xreadgroup(
-                GROUP, self._consumer, {stream: ">"}, count=self._batch
-            )
-            for _s, entries in read or []:
-                total += await self._project(stream, entries)
+            total += await self._project(stream, await self._read(stream, "new"))
         if total == 0:
             await asyncio.sleep(self._block_ms / 1000)
         return total
 
-    async def _project(self, stream: str, entries: list[Any]) -> int:
+    async def refresh(self) -> int:
+        """Reads every open reservation, transfer and hold part again, for the steps that emit
+        no event; returns how many parts were read. Each stream's parts are read with a batch of
+        its new entries (projected as usual) in a read that leaves the journal exact, tried up
+        to ``REFRESH_ATTEMPTS`` times while other entries keep it from being so (they are left
+        for the next refresh after that). Finished parts past their time to live are dropped."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(documents.c.kind, documents.c.doc_id, documents.c.part).where(
+                    documents.c.is_open
+                )
+            )
+            wanted: dict[str, list[str]] = {}
+            for kind, doc_id, part in rows:
+                stream = keys.stream_key(part if self._cluster else 0)
+                if stream in self._streams:
+                    wanted.setdefault(stream, []).extend((kind, doc_id))
+        read_count = 0
+        now_ms = None
+        for stream, flat in wanted.items():
+            step = 2 * self._batch
+            for i in range(0, len(flat), step):
+                chunk = flat[i : i + step]
+                for _attempt in range(REFRESH_ATTEMPTS):
+                    read = await self._read(stream, "new", extras=chunk)
+                    await self._project(stream, read)
+                    now_ms = read.now_ms
+                    if read.exact:
+                        read_count += len(chunk) // 2
+                        break
+        if now_ms is None:
+            now_ms = await self._server_time_ms()
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                sa.delete(documents).where(
+                    sa.not_(documents.c.is_open), documents.c.expires_at_ms < now_ms
+                )
+            )
+        return read_count
+
+    async def _server_time_ms(self) -> int:
+        secs, micros = await self._client.time()
+        return int(secs) * 1000 + int(micros) // 1000
+
+    async def _read(
+        self, stream: str, mode: str, *, start: str = "0-0", extras: list[str] | None = None
+    ) -> _Read:
+        read = await self._call(stream, mode, start, extras or [])
+        orphans = orphaned_holds(read.parts)
+        if orphans:
+            # Such a hold has ended, so a later read finds it as it was.
+            read.parts += (await self._call(stream, "parts", start, orphans)).parts
+        return read
+
+    async def _call(self, stream: str, mode: str, start: str, extras: list[str]) -> _Read:
+        partition = str(self._streams[stream]) if self._cluster else ""
+        args = [mode, GROUP, self._consumer, self._batch, CLAIM_IDLE_MS, start, partition]
+        return _parse_read(await self._script(keys=[stream], args=[*args, *extras]))
+
+    async def _project(self, stream: str, read: _Read) -> int:
+        """Journals a read's events and upserts the parts it read, in one transaction, then
+        acknowledges its entries."""
         partition = self._streams[stream]
         rows = []
         ids = []
-        for entry_id, fields in entries:
+        for entry_id, fields in read.entries:
             ids.append(entry_id)
             if not fields:  # trimmed away before it was read: nothing left to project
                 continue
@@ -159,22 +370,67 @@ class Projector:
                         "ref": e.ref,
                     }
                 )
-        written = await self._insert(rows) if rows else 0
-        await self._client.xack(stream, GROUP, *ids)
+        written = 0
+        if rows or read.parts:
+            async with self._engine.begin() as conn:
+                if rows:
+                    written = await self._insert(conn, rows)
+                await self._upsert_parts(conn, read)
+        if ids:
+            await self._client.xack(stream, GROUP, *ids)
         self.delivered += len(rows)
         self.projected += written
+        self.parts += len(read.parts)
         return written
 
-    async def _insert(self, rows: list[dict[str, Any]]) -> int:
+    async def _insert(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
+        """Writes the events not journaled yet; returns how many that was."""
         if self._engine.dialect.name == "postgresql":
             statement = postgresql.insert(events).on_conflict_do_nothing(
                 index_elements=["event_id"]
             )
-        else:
-            statement = sa.insert(events).prefix_with("OR IGNORE")
-        async with self._engine.begin() as conn:
-            result = await conn.execute(statement, rows)
+            # asyncpg reports no row count for a batch: count what was written instead.
+            result = await conn.execute(statement.returning(events.c.seq), rows)
+            return len(result.all())
+        result = await conn.execute(sa.insert(events).prefix_with("OR IGNORE"), rows)
         return max(0, result.rowcount or 0)
+
+    async def _upsert_parts(self, conn: AsyncConnection, read: _Read) -> None:
+        newest: dict[tuple[str, int], _Part] = {}
+        for p in read.parts:  # a part read twice (see _read): its newest read
+            key = (p.doc_id, p.partition)
+            if key not in newest or newest[key].seen <= p.seen:
+                newest[key] = p
+        present, gone = [], []
+        for p in newest.values():
+            if p.raw:
+                present.append(
+                    document_row(p.kind, p.doc_id, p.partition, p.raw, p.pttl, p.seen, p.now_ms)
+                )
+            else:
+                gone.append({"d": p.doc_id, "p": p.partition, "s": p.seen})
+        if present:
+            dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
+            insert = dialect.insert(documents)
+            statement = insert.on_conflict_do_update(
+                index_elements=["doc_id", "part"],
+                set_={
+                    name: insert.excluded[name]
+                    for name in present[0]
+                    if name not in ("doc_id", "part")
+                },
+                where=documents.c.seen <= insert.excluded.seen,
+            )
+            await conn.execute(statement, present)
+        if gone:
+            await conn.execute(
+                sa.delete(documents).where(
+                    documents.c.doc_id == sa.bindparam("d"),
+                    documents.c.part == sa.bindparam("p"),
+                    documents.c.seen <= sa.bindparam("s"),
+                ),
+                gone,
+            )
 
     async def lag(self) -> int:
         """Events (stream entries) not yet delivered to the group, plus those delivered but not
