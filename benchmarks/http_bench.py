@@ -64,6 +64,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -306,6 +307,63 @@ class Options:
     paced_rates: tuple[float, ...] = ()
 
 
+class JournalSampler:
+    """While a scenario runs: the projector's lag from /readyz every 200 ms, and the events it
+    journaled from /metrics (``omnistock_ledger_outcomes_total{outcome="journaled"}``, which
+    the workers publish once a second), so the journal's pace under the load is on record."""
+
+    INTERVAL_S = 0.2
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._lags: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _journaled(self, api: Api) -> float | None:
+        status, text = api.call("GET", "/metrics")
+        if status != 200 or not isinstance(text, str):
+            return None
+        for line in text.splitlines():
+            if line.startswith('omnistock_ledger_outcomes_total{outcome="journaled"}'):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def _run(self) -> None:
+        probe = Api(self._port, key=None)
+        while not self._stop.wait(self.INTERVAL_S):
+            with contextlib.suppress(Exception):
+                _status, ready = probe.call("GET", "/readyz")
+                lag = (ready or {}).get("details", {}).get("projector_lag_events")
+                if isinstance(lag, int):
+                    self._lags.append(lag)
+        probe.close()
+
+    def __enter__(self) -> JournalSampler:
+        self._api = Api(self._port)
+        self._start = (time.monotonic(), self._journaled(self._api))
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        # The counter is published once a second: wait for the last second's share.
+        time.sleep(1.2)
+        t0, before = self._start
+        after = self._journaled(self._api)
+        self._api.close()
+        elapsed = time.monotonic() - t0
+        self.result = {
+            "lag_max": max(self._lags, default=None),
+            "lag_mean": statistics.fmean(self._lags) if self._lags else None,
+            "samples": len(self._lags),
+            "events_per_s": (after - before) / elapsed
+            if after is not None and before is not None
+            else None,
+        }
+
+
 def run_scenario(
     server: Server, scenario: str, opts: Options, rate: float | None = None
 ) -> dict[str, Any]:
@@ -318,13 +376,14 @@ def run_scenario(
     if rate is not None:
         cmd += ["--rate", f"{rate:.3f}"]
     timeout = opts.seconds + opts.warmup_s + 90
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    with JournalSampler(server.port) as journal:
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     server.check_alive()
     if done.returncode != 0 or not done.stdout.strip():
         raise BenchmarkError(
             f"load generator failed ({done.returncode}) on {scenario}:\n{done.stderr[-4000:]}"
         )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1]) | {"journal": journal.result}
 
 
 def failures(result: dict[str, Any]) -> list[str]:
@@ -663,6 +722,20 @@ def markdown(report: dict[str, Any]) -> str:
         )
     per_round = report["ratios"]["per_round"]
     out += paced_markdown(report["paced"], c["connections"])
+    out += ["", "## Journal under the load", ""]
+    out += [
+        "The projector runs in the worker, as in production: events journaled per second and "
+        "its lag (stream entries not yet in the journal, sampled from /readyz every 200 ms), "
+        "medians over the closed-loop rounds.",
+        "",
+        "| scenario | events journaled / s | lag max (entries) | lag mean (entries) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for scenario, j in report.get("journal", {}).items():
+        out.append(
+            f"| {scenario} | {_num(j['events_per_s'], 0)} | {_num(j['lag_max'], 0)} | "
+            f"{_num(j['lag_mean'], 1)} |"
+        )
     out += ["", "## Verdicts", "", *(f"- {line}" for line in verdict_lines(report["targets"]))]
     out += ["", other_work_line(report)]
     out += [
@@ -805,6 +878,13 @@ def bench(opts: Options, data_dir: Path) -> dict[str, Any]:
         "fixed_rates": list(opts.paced_rates),
     } | summarize_paced(levels, paced_rounds)
     summary["targets"] = judge(summary)
+    summary["journal"] = {
+        scenario: {
+            key: _median([r["journal"] for r in results], key)
+            for key in ("lag_max", "lag_mean", "events_per_s")
+        }
+        for scenario, results in rounds.items()
+    }
     return summary | {
         "problems": problems,
         "reserved_left": left,
