@@ -10,6 +10,8 @@ import shutil
 import signal
 import sys
 
+import msgspec
+
 from omnistock.runtime.settings import Settings, SettingsError
 
 log = logging.getLogger("omnistock")
@@ -54,7 +56,7 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
 
     from omnistock.api.auth import KeyConfigError, first_start_admin_key, resolve_keys
     from omnistock.runtime.bootstrap import prepare_database, start_embedded_valkey
-    from omnistock.runtime.tools import url_file
+    from omnistock.runtime.tools import ProjectorThread, url_file
 
     # Until granian installs its own handlers, a stop request unwinds through the finally blocks
     # below, so an embedded Valkey already started is stopped, not orphaned.
@@ -93,6 +95,16 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
 
         embedded.monitor(on_exit)
     os.environ["OMNISTOCK_DATA_DIR"] = str(settings.data_dir)
+    projector = None
+    if settings.projector:
+        # One projector for the service, in this process; the workers only serve requests.
+        os.environ["OMNISTOCK_PROJECTOR"] = "0"
+        projector = ProjectorThread(
+            msgspec.structs.replace(settings, redis_url=os.environ["OMNISTOCK_REDIS_URL"])
+            if embedded is not None
+            else settings
+        )
+        projector.start()
     try:
         print(
             f"omnistock listening on http://{host}:{port} ({workers} worker(s); valkey at "
@@ -114,6 +126,8 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
             workers_kill_timeout=max(5, int(2 * settings.request_timeout_s) + 2),
         ).serve()
     finally:
+        if projector is not None:
+            projector.stop()
         if embedded is not None:
             url_file(settings).unlink(missing_ok=True)
             embedded.stop()

@@ -95,3 +95,48 @@ async def rebuild(settings: Settings, *, force: bool) -> int:
             return 2
     print(report.render())
     return 0
+
+
+class ProjectorThread:
+    """The service's projector, in ``serve``'s main process, beside granian's workers rather
+    than inside them: journaling never takes the request loop's time. It publishes what it
+    journaled through the workers' shared metrics snapshots."""
+
+    def __init__(self, settings: Settings) -> None:
+        import threading
+
+        self._settings = settings
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._main, name="projector", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout_s)
+
+    def _main(self) -> None:
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        from omnistock.api.metrics import Metrics
+        from omnistock.store.projector import Projector
+
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        metrics = Metrics(self._settings.data_dir / "metrics")
+        async with opened(self._settings) as (runtime, engine):
+            worker = Projector(
+                runtime.connection.client, engine, cluster=self._settings.redis_cluster
+            )
+            task = asyncio.create_task(worker.run())
+            while not self._stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=1.0)
+                metrics.outcomes["journaled"] = worker.projected
+                metrics.flush()
+            task.cancel()
+            await asyncio.wait([task], timeout=5.0)
