@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from omnistock.runtime.settings import Settings
 from omnistock.store.database import create_schema, default_url, open_engine
 
 URL_FILE = "valkey.url"
+NICENESS = 10
+"""How much lower than the workers the service's projector thread runs."""
 
 
 def url_file(settings: Settings) -> Path:
@@ -103,8 +107,6 @@ class ProjectorThread:
     journaled through the workers' shared metrics snapshots."""
 
     def __init__(self, settings: Settings) -> None:
-        import threading
-
         self._settings = settings
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -119,6 +121,9 @@ class ProjectorThread:
         self._thread.join(timeout_s)
 
     def _main(self) -> None:
+        # Requests first: the journal catches up on what the workers leave of the cores.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICENESS)
         asyncio.run(self._run())
 
     async def _run(self) -> None:
