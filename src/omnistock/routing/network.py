@@ -17,7 +17,26 @@ from omnistock.domain.node import NODE_KINDS, Cost, Node, check_node
 EARTH_RADIUS_KM = 6371.0088
 """Mean Earth radius (IUGG); haversine distances are within about 0.5 % of geodesic ones."""
 
-__all__ = ["EARTH_RADIUS_KM", "NODE_KINDS", "Cost", "Network", "Node", "haversine_km"]
+__all__ = [
+    "EARTH_RADIUS_KM",
+    "NODE_KINDS",
+    "Cost",
+    "Network",
+    "Node",
+    "great_circle_km",
+    "haversine_km",
+]
+
+
+def great_circle_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in km between two points: the scalar form of `haversine_km`, for
+    one pair without NumPy's per-call cost."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    a = (
+        math.sin((p2 - p1) / 2.0) ** 2
+        + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2.0) ** 2
+    )
+    return 2.0 * EARTH_RADIUS_KM * math.asin(math.sqrt(min(1.0, max(0.0, a))))
 
 
 def haversine_km(

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from omnistock.domain.movement import SkuQty
 from omnistock.domain.node import Node
-from omnistock.routing.network import haversine_km
+from omnistock.routing.network import great_circle_km
 
 
 def nearest_source(
@@ -22,7 +22,7 @@ def nearest_source(
         if node.node_id == store.node_id:
             continue
         if all(available.get((node.node_id, line.sku), 0) >= line.qty for line in lines):
-            km = float(haversine_km(node.lat, node.lon, store.lat, store.lon))
+            km = great_circle_km(node.lat, node.lon, store.lat, store.lon)
             key = (km, node.node_id, node)
             if best is None or key[:2] < best[:2]:
                 best = key

@@ -150,9 +150,11 @@ def _flush(services: Services) -> Callable[[], Awaitable[None]]:
     async def flush() -> None:
         metrics = services.metrics
         metrics.outcomes["expired"] = services.runtime.sweeper.expired_total
-        metrics.outcomes["journaled"] = services.projector.projected
         try:
-            metrics.gauges["omnistock_projector_lag_events"] = await services.projector.lag()
+            # Whoever runs the projector reports it (under `serve`, its main process).
+            if services.settings.projector:
+                metrics.outcomes["journaled"] = services.projector.projected
+                metrics.gauges["omnistock_projector_lag_events"] = await services.projector.lag()
         finally:
             metrics.flush()
 

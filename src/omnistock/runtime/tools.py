@@ -142,6 +142,8 @@ class ProjectorThread:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), timeout=1.0)
                 metrics.outcomes["journaled"] = worker.projected
+                with contextlib.suppress(Exception):
+                    metrics.gauges["omnistock_projector_lag_events"] = await worker.lag()
                 metrics.flush()
             task.cancel()
             await asyncio.wait([task], timeout=5.0)

@@ -22,12 +22,12 @@ from omnistock.routing import (
     RouteRequest,
     Shipment,
     ShipmentLine,
-    haversine_km,
     plan_cost,
     route,
     shipment_cost,
 )
 from omnistock.routing.model import SolverInfo
+from omnistock.routing.network import great_circle_km
 
 ATTEMPTS = 3
 ANY_NODE = "*"
@@ -113,7 +113,7 @@ def _as_reserved(
         if node_id == request.pickup_node_id:  # the store's own stock: nothing moves
             km = cost = 0.0
         else:
-            km = float(haversine_km(node.lat, node.lon, lat, lon))
+            km = great_circle_km(node.lat, node.lon, lat, lon)
             cost = shipment_cost(node.cost, km, sum(x.qty for x in lines))
         shipments.append(Shipment(node_id, tuple(lines), km, cost))
     return Plan(

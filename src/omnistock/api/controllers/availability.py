@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,17 +24,10 @@ from omnistock.api.schemas import (
 from omnistock.domain.errors import InvalidInput
 from omnistock.domain.ids import ID_PATTERN
 from omnistock.domain.stock import Position
+from omnistock.routing.network import great_circle_km
 from omnistock.store.catalog import NodeCatalog
 
-EARTH_RADIUS_KM = 6371.0088
 MAX_RADIUS_KM = 20_100.0
-
-
-def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(min(1.0, a)))
 
 
 class Scope:
@@ -64,7 +56,7 @@ class Scope:
             node = catalog.cached(p.node_id)
             if node is None:
                 continue
-            km = _km(self.near[0], self.near[1], node.lat, node.lon)
+            km = great_circle_km(self.near[0], self.near[1], node.lat, node.lon)
             if self.radius_km is not None and km > self.radius_km:
                 continue
             rows.append(NodeAvailability(p.node_id, p.available, round(km, 3)))

@@ -110,7 +110,7 @@ async def _place_anywhere(services, store, lines, place) -> Hold:
         if all(available.get((store.node_id, line.sku), 0) >= line.qty for line in lines):
             source = None
         else:
-            nodes = [n for n in await services.catalog.all() if n.node_id != store.node_id]
+            nodes = [n for n in services.catalog.all_cached() if n.node_id != store.node_id]
             chosen = nearest_source(store, nodes, available, lines)
             if chosen is None:
                 return await place(None, attempt)  # refused with the store's shortages
