@@ -229,6 +229,23 @@ async def test_replayed_adjust_below_committed_raises_the_same_error(harness: Ha
     assert [(s.sku, s.requested, s.available) for s in err.shortages] == [(skus[2], 3, 2)]
 
 
+async def test_retried_refused_adjust_reports_the_first_shortage_after_stock_arrives(
+    harness: Harness,
+):
+    node, skus = await _stocked(harness, 2, on_hand=1)
+    await harness.ledger.reserve(harness.names.op(), [Line(node, skus[0], 1)], ttl_ms=LONG_TTL_MS)
+    op = harness.names.op()
+    lines = [receipt(node, skus[0], -4), receipt(node, skus[1], 1)]
+    first = await _outcome(lambda: harness.ledger.adjust(op, lines))
+    await harness.ledger.adjust(harness.names.op(), [receipt(node, skus[0], 2)])
+
+    again = await replay_is_inert(harness, skus, lambda: harness.ledger.adjust(op, lines))
+
+    assert isinstance(first, BelowCommitted)
+    _same(first, again)
+    assert [(s.sku, s.requested, s.available) for s in again.shortages] == [(skus[0], 4, 0)]
+
+
 @pytest.mark.parametrize("ended", ["commit", "release"])
 @pytest.mark.parametrize("action", ["commit", "release"])
 async def test_replayed_illegal_transition_raises_the_same_error(

@@ -197,8 +197,10 @@ async def adjust_saga(
     risky = [g for g in groups if any(a.delta < 0 for _p, a in g.items)]
     safe = [g for g in groups if all(a.delta > 0 for _p, a in g.items)]
     short = await _would_fall_below(ledger, adjustments)
-    if short and await _remember_refusal(ledger, op_id, risky, short):
-        raise BelowCommitted(short)
+    if short:
+        refusal = await _remember_refusal(ledger, op_id, risky, short)
+        if refusal is not None:
+            codec.raise_for(refusal, kind="adjustment", ident=op_id, action="apply")
     results = await asyncio.gather(
         *(ledger._adjust_group(op_id, g) for g in risky), return_exceptions=True
     )
@@ -245,17 +247,22 @@ async def _would_fall_below(
 
 async def _remember_refusal(
     ledger: RedisLedger, op_id: str, risky: list[Group], short: list[Shortage]
-) -> bool:
+) -> dict[str, Any] | None:
     """Records the refusal as the operation's outcome in every partition that can refuse, so a
-    repeat replays it. False when the operation already had an outcome (a repeat of an adjust
-    that was applied): then it runs again, and every partition replays what it did."""
+    repeat replays it, and returns the refusal that stands: the first one remembered, which a
+    repeat reports as it was even when the stock has moved since. None when the operation
+    already had another outcome (a repeat of an adjust that was applied): then it runs again,
+    and every partition replays what it did."""
     refusal = msgspec.json.encode(
         {"err": "below", "short": [[s.node_id, s.sku, s.requested, s.available] for s in short]}
     ).decode()
     stored = await asyncio.gather(
         *(ledger._call("remember", [keys.tag(g.home)], [op_id, refusal]) for g in risky)
     )
-    return all(codec.decode(raw).get("err") for raw in stored)
+    outcomes = [codec.decode(raw) for raw in stored]
+    if all(o.get("err") for o in outcomes):
+        return outcomes[0]
+    return None
 
 
 def _in_request_order(
