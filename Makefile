@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-all bench bench-routing bench-batch lint lock clean
+.PHONY: run test test-all test-soak bench bench-routing bench-batch lint lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ test: $(STAMP)  ## the full default test suite (under 15 minutes on 2 cores)
 
 test-all: $(STAMP)  ## everything, including the long profiles
 	$(BIN)/python -m pytest -q
+
+test-soak: $(STAMP)  ## the ledger state machines with ten times the programs (about half an hour)
+	OMNISTOCK_PROPERTY_SCALE=10 $(BIN)/python -m pytest -q tests/property/test_ledger_state_machine.py
 
 bench: $(STAMP)  ## ledger benchmark: prints a table and writes benchmarks/results/
 	$(BIN)/python -m benchmarks.ledger_bench

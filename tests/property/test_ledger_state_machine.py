@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -920,25 +921,27 @@ class LedgerComparison(RuleBasedStateMachine):
         )
 
 
+# `make test-soak` raises SCALE to explore many more programs than the default run can afford.
+SCALE = int(os.environ.get("OMNISTOCK_PROPERTY_SCALE", "1"))
 SINGLE = settings(
-    max_examples=300,
+    max_examples=300 * SCALE,
     stateful_step_count=50,
     deadline=None,
     report_multiple_bugs=False,
     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-CLUSTER = settings(SINGLE, max_examples=80)
+CLUSTER = settings(SINGLE, max_examples=80 * SCALE)
 
 
 # Passing takes seconds; the higher limit lets a slow shrink on a loaded machine finish and report
 # its minimal program (hypothesis stops shrinking by itself after five minutes).
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(600 * SCALE)
 def test_redis_ledger_matches_the_model_on_a_single_server(single_target: Target) -> None:
     run_state_machine_as_test(lambda: LedgerComparison(single_target), settings=SINGLE)
 
 
 @pytest.mark.cluster
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(600 * SCALE)
 def test_redis_ledger_matches_the_model_on_a_cluster(cluster_target: Target) -> None:
     run_state_machine_as_test(lambda: LedgerComparison(cluster_target), settings=CLUSTER)
