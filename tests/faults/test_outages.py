@@ -268,7 +268,7 @@ def readyz_inside(probes: Probes, window: Window) -> list[Call]:
 
 # -- Valkey ------------------------------------------------------------------------------------
 
-VALKEY_MODES = ["stop", pytest.param("kill", marks=[pytest.mark.slow, FULL_ONLY])]
+VALKEY_MODES = ["stop", "hang", pytest.param("kill", marks=[pytest.mark.slow, FULL_ONLY])]
 
 
 @pytest.mark.parametrize("mode", VALKEY_MODES)

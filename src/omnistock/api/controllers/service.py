@@ -28,14 +28,18 @@ class ServiceController(Controller):
     @get("/readyz", operation_id="readiness", summary="Redis and the database both answer")
     async def readiness(self, state: State) -> Response[Readiness]:
         services = state.services
-        redis_ok, db_ok = await asyncio.gather(
-            _check(services.runtime.connection.runner.op("ping", [keys.tag(0)], ())),
-            _check(ping(services.engine)),
+        # Every check runs at once, bounded well inside the request deadline: a hung dependency
+        # must leave time to answer which one failed, not have the deadline cut the answer off.
+        timeout_s = min(READY_TIMEOUT_S, services.settings.request_timeout_s / 2)
+        redis_ok, db_ok, lag = await asyncio.gather(
+            _check(services.runtime.connection.runner.op("ping", [keys.tag(0)], ()), timeout_s),
+            _check(ping(services.engine), timeout_s),
+            _lag(services.projector, timeout_s),
         )
         checks = {"redis": redis_ok, "database": db_ok}
         ready = all(v == "ok" for v in checks.values())
         # Information, not a condition of readiness: the journal trails the ledger by this.
-        details = {"projector_lag_events": await _lag(services.projector)}
+        details = {"projector_lag_events": lag}
         return Response(
             Readiness("ready" if ready else "unavailable", checks, details),
             status_code=200 if ready else 503,
@@ -52,17 +56,17 @@ class ServiceController(Controller):
         return state.services.metrics.render()
 
 
-async def _lag(projector: Any) -> int | None:
+async def _lag(projector: Any, timeout_s: float) -> int | None:
     try:
-        async with asyncio.timeout(READY_TIMEOUT_S):
+        async with asyncio.timeout(timeout_s):
             return await projector.lag()
     except Exception:
         return None
 
 
-async def _check(call: Any) -> str:
+async def _check(call: Any, timeout_s: float) -> str:
     try:
-        async with asyncio.timeout(READY_TIMEOUT_S):
+        async with asyncio.timeout(timeout_s):
             await call
         return "ok"
     except Exception as exc:
