@@ -30,3 +30,7 @@ async def strict(request: Request, type_: type[T]) -> T:
         raise invalid(field, str(exc).split(" - at ", 1)[0]) from None
     except msgspec.DecodeError as exc:
         raise invalid("body", f"malformed JSON: {exc}", 400) from None
+    except RecursionError:
+        raise invalid("body", "malformed JSON: nested too deeply", 400) from None
+    except UnicodeDecodeError:
+        raise invalid("body", "malformed JSON: not valid UTF-8", 400) from None

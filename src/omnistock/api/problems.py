@@ -28,7 +28,7 @@ from omnistock.domain.errors import (
     NotFound,
     VersionConflict,
 )
-from omnistock.reservations.runner import LedgerUnavailable
+from omnistock.reservations.runner import LedgerOutOfMemory, LedgerUnavailable
 
 log = logging.getLogger("omnistock.api")
 
@@ -164,10 +164,20 @@ def _response_for(request: Request, exc: Exception) -> Response:
         return render(Problem("urn:omnistock:problem:not-found", "Not found", 404, str(exc)))
     if isinstance(exc, ValidationException):
         return render(_validation(exc))
+    if undecodable_body(exc):
+        return render(_malformed(exc))
     if isinstance(exc, HTTPException):
         return _http(exc)
     if isinstance(exc, LedgerUnavailable):
         return _unavailable("redis", f"the stock ledger did not answer: {exc}")
+    if isinstance(exc, LedgerOutOfMemory):
+        problem = ApiProblem(
+            503,
+            "ledger-out-of-memory",
+            "Stock ledger out of memory",
+            "Redis is at its memory limit and refuses changes; nothing was applied",
+        )
+        return render(problem.problem, {"Retry-After": "1"})
     if isinstance(exc, OperationalError | DBAPIError | PoolTimeout):
         return _unavailable("database", f"the database did not answer: {type(exc).__name__}")
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
@@ -175,6 +185,32 @@ def _response_for(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return render(
         Problem("about:blank", "Internal Server Error", 500, "an unexpected error occurred")
+    )
+
+
+def undecodable_body(exc: BaseException) -> bool:
+    """JSON nested deeper than the interpreter's recursion limit, or with strings that are not
+    UTF-8: msgspec raises RecursionError or UnicodeDecodeError for these rather than a
+    DecodeError, and Litestar's body decoding (``decode_json``) passes them on. They are the
+    client's malformed JSON, not the service's failure."""
+    if not isinstance(exc, RecursionError | UnicodeDecodeError):
+        return False
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "decode_json":
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _malformed(exc: BaseException) -> Problem:
+    what = "nested too deeply" if isinstance(exc, RecursionError) else "not valid UTF-8"
+    return Problem(
+        "urn:omnistock:problem:malformed-json",
+        "Malformed JSON",
+        400,
+        f"the JSON body is {what}",
+        "body",
     )
 
 
