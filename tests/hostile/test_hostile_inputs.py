@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from omnistock.api.controllers.journal import MAX_SEQ
 from tests.api.conftest import Ids, make_node, set_stock
 from tests.api.support import assert_problem, snapshot
 from tests.hostile.support import bearer, client  # noqa: F401
@@ -248,3 +249,32 @@ async def test_hostile_body_is_refused_with_its_field_and_changes_nothing(
 @pytest.fixture
 def ids() -> Ids:
     return Ids()
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/v1/events?after={big}", "after"),
+        ("/v1/stock/{n}/{s}/history?before={big}", "before"),
+        ("/v1/events?limit={big}", "limit"),
+        ("/v1/stock/{n}/{s}/history?limit={big}", "limit"),
+    ],
+)
+@pytest.mark.parametrize("big", [2**63, 2**70, 10**400], ids=["2**63", "2**70", "10**400"])
+async def test_huge_numbers_in_the_query_are_invalid_input(
+    client,  # noqa: F811
+    ids: Ids,
+    path: str,
+    field: str,
+    big: int,
+) -> None:
+    """Journal positions are SQL BIGINTs: a larger one is refused as input (422 naming the
+    parameter), not handed to the database."""
+    url = path.format(n=ids.node(), s=ids.sku(), big=big)
+    assert_problem(await client.get(url, headers=bearer("oms")), 422, field)
+
+
+async def test_the_largest_journal_position_is_accepted(client) -> None:  # noqa: F811
+    response = await client.get(f"/v1/events?after={MAX_SEQ}", headers=bearer("oms"))
+    assert response.status_code == 200, response.text
+    assert response.json() == {"items": [], "next_after": MAX_SEQ}

@@ -16,6 +16,9 @@ from omnistock.api.schemas import Deltas, EventsPage, HistoryPage, JournalEntry,
 from omnistock.store import journal
 
 MAX_PAGE = 1000
+MAX_SEQ = 2**63 - 1
+"""Journal sequence numbers are SQL BIGINTs: a larger bound is refused as input, not sent to the
+database (SQLite cannot bind it)."""
 
 Limit = Annotated[int, Parameter(ge=1, le=MAX_PAGE, description="entries per page")]
 
@@ -55,7 +58,7 @@ class JournalController(Controller):
         node_id: FromPath[str],
         sku: FromPath[str],
         limit: Limit = 50,
-        before: Annotated[int | None, Parameter(ge=1)] = None,
+        before: Annotated[int | None, Parameter(ge=1, le=MAX_SEQ)] = None,
     ) -> HistoryPage:
         checked_id("node_id", node_id)
         checked_id("sku", sku)
@@ -72,7 +75,7 @@ class JournalController(Controller):
     async def events(
         self,
         request: Request,
-        after: Annotated[int, Parameter(ge=0)] = 0,
+        after: Annotated[int, Parameter(ge=0, le=MAX_SEQ)] = 0,
         limit: Limit = 100,
     ) -> EventsPage:
         rows = await journal.after(request.app.state.services.engine, after, limit=limit)
