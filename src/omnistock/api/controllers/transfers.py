@@ -78,7 +78,9 @@ class TransfersController(Controller):
     async def receive(
         self, request: Request, transfer_id: FromPath[str], data: JSONBody[ReceiveIn | None] = None
     ) -> Response[TransferOut]:
-        body = await strict(request, ReceiveIn) if await request.body() else ReceiveIn()
+        # No body, or JSON null (the document allows it), receives everything shipped.
+        sent = await strict(request, ReceiveIn | None) if await request.body() else None
+        body = sent if sent is not None else ReceiveIn()
         arrived = None
         if body.lines is not None:
             arrived = [SkuQty(line.sku, line.qty) for line in body.lines]
