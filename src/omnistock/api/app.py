@@ -28,6 +28,7 @@ from omnistock.api.controllers.stock import StockController
 from omnistock.api.controllers.transfers import TransfersController
 from omnistock.api.edge import Edge
 from omnistock.api.metrics import Metrics
+from omnistock.api.openapi import COMPONENTS, ExactStructSchemas, document_outcomes
 from omnistock.api.problems import handle
 from omnistock.runtime.bootstrap import service_runtime
 from omnistock.runtime.settings import Settings
@@ -52,7 +53,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
             gc.set_threshold(20_000, 20, 20)
             yield
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             ServiceController,
             DiagnosticsController,
@@ -75,9 +76,13 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
             version="1.0.0",
             description="Real-time inventory ledger and order routing.",
             path=OPENAPI_PATH,
+            components=COMPONENTS,
         ),
+        plugins=[ExactStructSchemas()],
         logging_config=None,
     )
+    document_outcomes(app)
+    return app
 
 
 def create_asgi(settings: Settings | None = None) -> Edge:
