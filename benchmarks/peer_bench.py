@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import importlib.metadata
 import json
@@ -131,13 +132,14 @@ class ProcessTreeCpu:
 
 @dataclass
 class Store:
-    """One arm: a ledger with omnistock's reserve/release signature, how to read it back, which
-    errors are outages to retry, and whose CPU is the server's."""
+    """One arm: a ledger with omnistock's reserve/release signature, how to set its stock and
+    read it back, which errors are outages to retry, and whose CPU is the server's."""
 
     name: str
     ledger: Any
     retryable: tuple[type[BaseException], ...]
     cpu: ProcessTreeCpu
+    load: Callable[[dict[str, int]], Awaitable[None]]
     totals: Callable[[Sequence[str]], Awaitable[tuple[int, int, int]]]
 
 
@@ -153,12 +155,13 @@ async def omnistock_totals(ledger: RedisLedger, skus: Sequence[str]) -> tuple[in
     return found, on_hand, reserved
 
 
-async def omnistock_stock(ledger: RedisLedger, stock: dict[str, int], tag: str) -> None:
+async def omnistock_stock(ledger: RedisLedger, stock: dict[str, int]) -> None:
+    """Each SKU is set once per run, so its SKU makes the operation id unique."""
     skus = list(stock)
     for start in range(0, len(skus), 2000):
         await asyncio.gather(
             *(
-                ledger.set_stock(f"{tag}.stock.{sku}", NODE, sku, stock[sku])
+                ledger.set_stock(f"stock.{sku}", NODE, sku, stock[sku])
                 for sku in skus[start : start + 2000]
             )
         )
@@ -262,10 +265,10 @@ async def run_round(
     }
 
 
-async def oversell(store: Store, tasks: int, on_hand: int, load: Any) -> dict[str, Any]:
+async def oversell(store: Store, tasks: int, on_hand: int) -> dict[str, Any]:
     """Every task reserves one unit of a scarce SKU at a time, never releasing, until refused;
     then the store is read back, the first success is repeated, and everything released."""
-    await load({SCARCE_SKU: on_hand})
+    await store.load({SCARCE_SKU: on_hand})
     held: list[list[tuple[str, str]]] = [[] for _ in range(tasks)]
     refused = [0] * tasks
     state = _State()
@@ -363,93 +366,26 @@ async def _valkey_facts(url: str) -> tuple[str, str]:
 
 async def bench(valkey: EmbeddedValkey, pg: PgServer, opts: Options) -> dict[str, Any]:
     valkey_version, appendfsync = await _valkey_facts(valkey.url)
-    conn = await open_ledger(valkey.url, durability=DURABILITY)
     admin = await asyncpg.connect(**pg.connect_kwargs())
     try:
         pg_settings = await durability(admin)
     finally:
         await admin.close()
-    wanted = opts.peer_pool or opts.tasks
-    pool_size = min(wanted, int(pg_settings["max_connections"]) - PG_CONNECTIONS_SPARE)
-    if pool_size < wanted:
-        _log(f"peer pool capped at {pool_size} connections by max_connections")
     if appendfsync != "always" or not is_durable(pg_settings):
-        await conn.aclose()
         raise BenchmarkError(
             f"both stores must fsync every write: Valkey appendfsync {appendfsync}, PostgreSQL "
             f"fsync {pg_settings['fsync']}, synchronous_commit {pg_settings['synchronous_commit']}"
         )
-    peer = await PgLedger.open(pool_size, **pg.connect_kwargs())
-    try:
-        skus = {"hot": [HOT_SKU], "uniform": uniform_skus(opts.skus)}
-        stock = {HOT_SKU: HOT_STOCK} | {s: UNIFORM_STOCK for s in skus["uniform"]}
-        started = time.perf_counter()
-        await omnistock_stock(conn.ledger, stock, "main")
-        await peer.load_stock(NODE, stock)
-        took = time.perf_counter() - started
-        _log(f"stock set for {len(stock)} SKUs in both stores in {took:.1f} s")
-
-        stores = [
-            Store(
-                "omnistock",
-                conn.ledger,
-                (LedgerUnavailable,),
-                ProcessTreeCpu(valkey.pid or 0),
-                lambda s: omnistock_totals(conn.ledger, s),
-            ),
-            Store(
-                "peer",
-                peer,
-                (asyncpg.TransactionRollbackError,),
-                ProcessTreeCpu(pg.pid),
-                lambda s: peer.totals(NODE, s),
-            ),
-        ]
-        expected = {w: sum(stock[s] for s in skus[w]) for w in WORKLOADS}
-        rounds: dict[str, dict[str, list[dict[str, Any]]]] = {
-            w: {s.name: [] for s in stores} for w in WORKLOADS
-        }
-        problems: list[str] = []
-        for r in range(opts.rounds):
-            for workload in WORKLOADS:
-                for store in stores if r % 2 == 0 else stores[::-1]:
-                    result = await run_round(store, workload, skus[workload], r, opts)
-                    if (
-                        result["reserved_left"]
-                        or result["positions_found"] != len(skus[workload])
-                        or result["on_hand_total"] != expected[workload]
-                    ):
-                        problems.append(
-                            f"{workload}/{store.name}/round {r + 1}: reserved left "
-                            f"{result['reserved_left']}, positions {result['positions_found']}, "
-                            f"on_hand {result['on_hand_total']} (expected {expected[workload]})"
-                        )
-                    rounds[workload][store.name].append(result)
-                    _log(
-                        f"round {r + 1}/{opts.rounds} {workload:7s} {store.name:9s} "
-                        f"{result['ops_per_s']:8.0f} ops/s  p50 {result['p50_ms']:.2f} ms  "
-                        f"p99 {result['p99_ms']:.2f} ms"
-                    )
-
-        loaders = {
-            "omnistock": lambda st: omnistock_stock(conn.ledger, st, "scarce"),
-            "peer": lambda st: peer.load_stock(NODE, st),
-        }
-        scarce = {}
-        for store in stores:
-            scarce[store.name] = await oversell(store, opts.tasks, opts.scarce, loaders[store.name])
-            s = scarce[store.name]
-            _log(
-                f"oversell {store.name:9s} on_hand {s['on_hand']}  reserved "
-                f"{s['successful_reserves']}  refused {s['refused']}  read back reserved "
-                f"{s['reserved_read_back']}: {'ok' if s['ok'] else 'FAILED'}"
-            )
-            if not s["ok"]:
-                failed = [name for name, ok in s["checks"].items() if not ok]
-                problems.append(f"oversell/{store.name}: failed {failed}: {s}")
-    finally:
-        await peer.aclose()
-        await conn.aclose()
+    wanted = opts.peer_pool or opts.tasks
+    pool_size = min(wanted, int(pg_settings["max_connections"]) - PG_CONNECTIONS_SPARE)
+    if pool_size < wanted:
+        _log(f"peer pool capped at {pool_size} connections by max_connections")
+    async with contextlib.AsyncExitStack() as stack:
+        conn = await open_ledger(valkey.url, durability=DURABILITY)
+        stack.push_async_callback(conn.aclose)
+        peer = await PgLedger.open(pool_size, **pg.connect_kwargs())
+        stack.push_async_callback(peer.aclose)
+        rounds, scarce, problems = await _measure(valkey, pg, conn.ledger, peer, opts)
     return {
         "machine_extra": {
             "valkey": valkey_version,
@@ -460,6 +396,77 @@ async def bench(valkey: EmbeddedValkey, pg: PgServer, opts: Options) -> dict[str
         **summarize(rounds, scarce),
         "problems": problems,
     }
+
+
+async def _measure(
+    valkey: EmbeddedValkey, pg: PgServer, ledger: RedisLedger, peer: PgLedger, opts: Options
+) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], dict[str, dict[str, Any]], list[str]]:
+    """Stock set in both stores, the interleaved rounds of both workloads, then the oversell
+    phase: (rounds by workload and arm, oversell results by store, problems found)."""
+    skus = {"hot": [HOT_SKU], "uniform": uniform_skus(opts.skus)}
+    stock = {HOT_SKU: HOT_STOCK} | {s: UNIFORM_STOCK for s in skus["uniform"]}
+    stores = [
+        Store(
+            "omnistock",
+            ledger,
+            (LedgerUnavailable,),
+            ProcessTreeCpu(valkey.pid or 0),
+            lambda st: omnistock_stock(ledger, st),
+            lambda s: omnistock_totals(ledger, s),
+        ),
+        Store(
+            "peer",
+            peer,
+            (asyncpg.TransactionRollbackError,),
+            ProcessTreeCpu(pg.pid),
+            lambda st: peer.load_stock(NODE, st),
+            lambda s: peer.totals(NODE, s),
+        ),
+    ]
+    started = time.perf_counter()
+    for store in stores:
+        await store.load(stock)
+    took = time.perf_counter() - started
+    _log(f"stock set for {len(stock)} SKUs in both stores in {took:.1f} s")
+    expected = {w: sum(stock[s] for s in skus[w]) for w in WORKLOADS}
+    rounds: dict[str, dict[str, list[dict[str, Any]]]] = {
+        w: {s.name: [] for s in stores} for w in WORKLOADS
+    }
+    problems: list[str] = []
+    for r in range(opts.rounds):
+        for workload in WORKLOADS:
+            for store in stores if r % 2 == 0 else stores[::-1]:
+                result = await run_round(store, workload, skus[workload], r, opts)
+                if (
+                    result["reserved_left"]
+                    or result["positions_found"] != len(skus[workload])
+                    or result["on_hand_total"] != expected[workload]
+                ):
+                    problems.append(
+                        f"{workload}/{store.name}/round {r + 1}: reserved left "
+                        f"{result['reserved_left']}, positions {result['positions_found']}, "
+                        f"on_hand {result['on_hand_total']} (expected {expected[workload]})"
+                    )
+                rounds[workload][store.name].append(result)
+                _log(
+                    f"round {r + 1}/{opts.rounds} {workload:7s} {store.name:9s} "
+                    f"{result['ops_per_s']:8.0f} ops/s  p50 {result['p50_ms']:.2f} ms  "
+                    f"p99 {result['p99_ms']:.2f} ms"
+                )
+
+    scarce = {}
+    for store in stores:
+        scarce[store.name] = await oversell(store, opts.tasks, opts.scarce)
+        s = scarce[store.name]
+        _log(
+            f"oversell {store.name:9s} on_hand {s['on_hand']}  reserved "
+            f"{s['successful_reserves']}  refused {s['refused']}  read back reserved "
+            f"{s['reserved_read_back']}: {'ok' if s['ok'] else 'FAILED'}"
+        )
+        if not s["ok"]:
+            failed = [name for name, ok in s["checks"].items() if not ok]
+            problems.append(f"oversell/{store.name}: failed {failed}: {s}")
+    return rounds, scarce, problems
 
 
 def summarize(
