@@ -4,10 +4,12 @@ The peer is what a retailer would otherwise run (``benchmarks.peer_pg``): stock 
 PostgreSQL, each reservation one transaction that locks its positions ``FOR UPDATE``, checks,
 writes and commits, with ``synchronous_commit = on`` (every commit waits for its WAL flush). It
 runs on its own embedded PostgreSQL, in a fresh data directory, over an asyncpg pool with one
-connection per task. omnistock runs as ledger_bench runs it: ``open_ledger(url,
-durability="strict")`` on its own embedded Valkey with ``appendfsync always`` (every write is
-fsync'd before it is acknowledged). Both servers are on the same disk, and the benchmark refuses
-to run (exit code 1) unless both report that they fsync every write.
+connection per task, as a service sized for that concurrency would have (``--peer-pool`` sets
+another size, to see how the peer fares with fewer waiters on its locks). omnistock runs as
+ledger_bench runs it: ``open_ledger(url, durability="strict")`` on its own embedded Valkey with
+``appendfsync always`` (every write is fsync'd before it is acknowledged). Both servers are on
+the same disk, and the benchmark refuses to run (exit code 1) unless both report that they
+fsync every write.
 
 From one process (plain asyncio, as ledger_bench), ``--tasks`` (64) concurrent tasks each loop:
 reserve one line of qty 1, then release that reservation; each call is one operation, timed on
