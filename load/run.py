@@ -1,0 +1,258 @@
+"""Runs a load test end to end and judges it: `python -m load.run` (what `make load` calls).
+
+1. A target: by default an `omnistock serve` on the embedded default that this run starts
+   (fresh data directory, free port, generated keys; `--workers`), or `--url` with keys from
+   options or LOAD_ADMIN_KEY / LOAD_OMS_KEY / LOAD_STOREFRONT_KEY.
+2. The seed (`load.seed`, admin key), unless `--no-seed` (then `--manifest` of an earlier seed).
+3. Every position of the seeded SKUs, read before the load.
+4. locust, headless, as a subprocess: `-u/-r/-t`, `--shape`, the CSV (`load_stats.csv`, ...) and
+   HTML report into the results directory (default `load/results/<UTC time>/`), its log in
+   `locust.log`; anything after `--` goes to locust as is (e.g. `-- --oms-weight 5`).
+5. The changes the load left unacknowledged are settled (`load.resolve`), every position is read
+   again, and the checks run: nothing oversold, every unit accounted for (`load.conservation`).
+6. The SLO verdict (`load.slo`, `load/slo.toml` or `--slo-file`, `--slo KEY=VALUE` overrides):
+   a table of p50/p99 per endpoint, the error rate, the shortages; PASS or FAIL.
+
+Exit status: 0 when the SLOs hold and the checks pass, 1 when either fails (the output says
+why), 2 when the run itself could not be made (server, seed, locust).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from load import changes, conservation, manifest, positions, resolve, seed, slo
+from load.http import Api, ApiError
+from load.server import Keys, Server
+
+HERE = Path(__file__).resolve().parent
+LOCUSTFILE = HERE / "locustfile.py"
+RESULTS = HERE / "results"
+LOCUST_GRACE_S = 120
+STOP_TIMEOUT_S = 5
+SHOWN = 10  # oversold positions and mismatches printed at most
+
+
+class RunError(RuntimeError):
+    """The run could not be made (as opposed to a run whose verdict is FAIL)."""
+
+
+def parse_duration(text: str) -> int:
+    """'60s', '2m', '1h30m' or '45' -> seconds."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text)
+    if not parts or not any(parts.groups()):
+        raise argparse.ArgumentTypeError(f"a duration like 60s, 2m or 1h30m, not {text!r}")
+    h, m, s = (int(g or 0) for g in parts.groups())
+    return h * 3600 + m * 60 + s
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        extra = argv[argv.index("--") + 1 :]
+        argv = argv[: argv.index("--")]
+    p = argparse.ArgumentParser(prog="python -m load.run", description=__doc__.split("\n")[0])
+    target = p.add_argument_group("target")
+    target.add_argument("--url", help="a running service (default: start one here)")
+    target.add_argument("--admin-key", default=os.environ.get("LOAD_ADMIN_KEY"))
+    target.add_argument("--oms-key", default=os.environ.get("LOAD_OMS_KEY"))
+    target.add_argument("--storefront-key", default=os.environ.get("LOAD_STOREFRONT_KEY"))
+    target.add_argument("--workers", type=int, default=2, help="workers of the started server")
+    load = p.add_argument_group("load")
+    load.add_argument("--duration", type=parse_duration, default=60, help="default 60s")
+    load.add_argument("--users", type=int, default=40, help="default 40")
+    load.add_argument("--spawn-rate", type=float, default=10.0, help="users/s (default 10)")
+    load.add_argument("--shape", choices=("steady", "flash"), default="steady")
+    data = p.add_argument_group("seed")
+    data.add_argument("--no-seed", action="store_true", help="reuse the seed of --manifest")
+    data.add_argument("--manifest", type=Path, help="with --no-seed: the earlier manifest")
+    seed.add_catalogue_arguments(data)
+    data.add_argument(
+        "--stock-via",
+        choices=("auto", "put", "receipts"),
+        default="auto",
+        help="auto: receipts on a server started here (fast), put on --url",
+    )
+    judge = p.add_argument_group("verdict")
+    judge.add_argument("--slo-file", type=Path, default=slo.DEFAULT_SLO_FILE)
+    judge.add_argument("--slo", action="append", default=[], metavar="KEY=VALUE")
+    judge.add_argument("--no-check", action="store_true", help="skip the conservation check")
+    judge.add_argument("--results", type=Path, help="default load/results/<UTC time>/")
+    args = p.parse_args(argv)
+    if args.no_seed and not args.manifest:
+        p.error("--no-seed needs --manifest (written by an earlier seed)")
+    if args.url:
+        missing = [k for k in ("oms_key", "storefront_key") if not getattr(args, k)]
+        if not args.no_seed and not args.admin_key:
+            missing.insert(0, "admin_key")
+        if missing:
+            p.error("with --url, give " + ", ".join("--" + m.replace("_", "-") for m in missing))
+    return args, extra
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def run_locust(
+    args: argparse.Namespace, extra: list[str], url: str, keys: Keys, out: Path, manifest_path: Path
+) -> int:
+    command = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+        "-u", str(args.users), "-r", str(args.spawn_rate), "-t", f"{args.duration}s",
+        "--stop-timeout", str(STOP_TIMEOUT_S), "--shape", args.shape,
+        "--csv", str(out / "load"), "--html", str(out / "report.html"), "--host", url,
+        *extra,
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        "LOAD_MANIFEST": str(manifest_path),
+        "LOAD_CHANGES_DIR": "" if args.no_check else str(out),
+        "LOAD_OMS_KEY": keys.oms,
+        "LOAD_STOREFRONT_KEY": keys.storefront,
+    }
+    log_path = out / "locust.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            return proc.wait(timeout=args.duration + STOP_TIMEOUT_S + LOCUST_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            raise RunError(f"locust did not finish in time; see {log_path}") from None
+
+
+def check_stock(
+    oms: Api, apis: dict[str, Api], skus: tuple[str, ...], before: dict[str, int], out: Path
+) -> tuple[bool, list[str]]:
+    recorded = changes.read_directory(out)
+    settled, unknown = resolve.settle(
+        recorded.values(), apis, changes.ChangeLog(out, "changes-resolved.jsonl")
+    )
+    totals = changes.net(recorded.values())
+    report = conservation.check(before, positions.read_all(oms, skus), totals)
+    lines = [
+        f"stock changes recorded: {len(recorded)} ({totals.applied} applied, {totals.refused} "
+        f"refused, {settled} settled after the run, {unknown} still unknown)",
+        "net units by kind: "
+        + (", ".join(f"{k} {v:+d}" for k, v in sorted(totals.by_kind.items())) or "none"),
+        f"oversold check: {report.positions} positions, {len(report.oversold)} with reserved + "
+        f"held > on_hand: {'ok' if not report.oversold else 'FAIL'}",
+    ]
+    lines += [f"  oversold: {p}" for p in report.oversold[:SHOWN]]
+    lines.append(
+        f"conservation check: {report.skus} SKUs, on_hand + inbound = before + net changes"
+        + (f" ({report.uncertain_skus} SKUs within a range)" if report.uncertain_skus else "")
+        + f", {len(report.mismatches)} mismatches: {'ok' if not report.mismatches else 'FAIL'}"
+    )
+    lines += [f"  mismatch: {m}" for m in report.mismatches[:SHOWN]]
+    return report.ok, lines
+
+
+def run(args: argparse.Namespace, extra: list[str]) -> int:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = (args.results or RESULTS / stamp).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    server = None
+    try:
+        if args.url:
+            url = args.url.rstrip("/")
+            keys = Keys(args.admin_key or "", args.oms_key, args.storefront_key)
+        else:
+            server = Server(workers=args.workers, log_path=out / "server.log")
+            say(f"starting omnistock serve --workers {args.workers} (log {server.log_path})")
+            server.start()
+            url, keys = server.url, server.keys
+        say(f"target {url}; results in {out}")
+        manifest_path = out / "manifest.json"
+        if args.no_seed:
+            seeded = manifest.read(args.manifest)
+            manifest.write(manifest_path, seeded)
+        else:
+            via = args.stock_via if args.stock_via != "auto" else "put" if args.url else "receipts"
+            started = time.perf_counter()
+            seeded = seed.seed(
+                url,
+                keys.admin,
+                seed.catalogue_of(args),
+                stock_via=via,
+                role_keys={"oms": keys.oms, "storefront": keys.storefront},
+            )
+            manifest.write(manifest_path, seeded)
+            say(seed.summary(seeded, time.perf_counter() - started) + f" (stock via {via})")
+        oms = Api(url, keys.oms, concurrency=16)
+        apis = {"oms": oms, "storefront": Api(url, keys.storefront, concurrency=4)}
+        before: dict[str, int] = {}
+        if not args.no_check:
+            before = conservation.totals(positions.read_all(oms, seeded.skus))
+        say(
+            f"locust: {args.users} users at {args.spawn_rate:g}/s for {args.duration} s, "
+            f"shape {args.shape} (log {out / 'locust.log'})"
+        )
+        code = run_locust(args, extra, url, keys, out, manifest_path)
+        stats = out / "load_stats.csv"
+        if not stats.exists():
+            raise RunError(f"locust exited with {code} and wrote no {stats.name}; see locust.log")
+        verdict = slo.judge(
+            *slo.parse_stats(stats.read_text()), slo.load_slo(args.slo_file, args.slo)
+        )
+        lines = ["", slo.render(verdict), ""]
+        stock_ok = True
+        if args.no_check:
+            lines.append("conservation check: skipped (--no-check)")
+        else:
+            stock_ok, stock_lines = check_stock(oms, apis, seeded.skus, before, out)
+            lines += stock_lines
+        passed = verdict.ok and stock_ok
+        reasons = []
+        if not verdict.latency_ok:
+            reasons.append("p99 over its SLO: " + ", ".join(
+                j.row.label for j in verdict.rows if not j.ok
+            ))  # fmt: skip
+        if not verdict.error_rate_ok:
+            reasons.append("error rate over its SLO")
+        if not stock_ok:
+            reasons.append("stock check failed")
+        lines.append(
+            f"OVERALL: {'PASS' if passed else 'FAIL'}"
+            + ("" if passed else f" ({'; '.join(reasons)})")
+        )
+        lines.append(f"report: {out / 'report.html'}, CSV: {out / 'load_stats.csv'}")
+        text = "\n".join(lines)
+        say(text)
+        (out / "verdict.txt").write_text(text.lstrip("\n") + "\n", encoding="utf-8")
+        return 0 if passed else 1
+    except (RunError, ApiError, OSError, RuntimeError) as exc:
+        say(f"load run failed: {exc}")
+        return 2
+    finally:
+        if server is not None:
+            code = server.stop()
+            say(f"server stopped (exit {code})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, extra = parse_args(argv)
+    return run(args, extra)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
