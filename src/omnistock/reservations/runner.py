@@ -56,6 +56,12 @@ class ScriptError(Exception):
     """A script failed on the server (a wrong-typed key, out of memory, a bug)."""
 
 
+class LedgerOutOfMemory(ScriptError):
+    """Redis is at its memory limit and refused the script before it ran: nothing applied, and
+    the same call can succeed once memory is freed. (The ledger script declares flags, so the
+    server judges it before running it, not at its first write.)"""
+
+
 @dataclass(slots=True)
 class _Item:
     name: str  # an operation of the ledger script, or "" for a plain script call
@@ -280,6 +286,8 @@ def _settle(item: _Item, result: Any) -> None:
         return
     if isinstance(result, UNAVAILABLE_ERRORS):
         item.future.set_exception(LedgerUnavailable(str(result)))
+    elif isinstance(result, redis_errors.OutOfMemoryError):
+        item.future.set_exception(LedgerOutOfMemory(f"{item.name or 'script'}: OOM {result}"))
     elif isinstance(result, Exception):
         item.future.set_exception(ScriptError(f"{item.name or 'script'}: {result}"))
     else:

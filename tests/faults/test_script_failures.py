@@ -1,0 +1,395 @@
+"""Valkey at its memory limit refuses the ledger's script before it writes, and the API says so.
+
+With Valkey at its maxmemory limit (policy noeviction), the ledger script is refused with OOM
+before it runs (it declares flags in a ``#!lua`` shebang and is not ``no-writes``, so the server
+judges it a write script up front): every operation of the batch is refused and nothing is
+written (the whole keyspace reads as before). The API answers a 503 problem+json with a title,
+at once; once memory is freed, the same request applies once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+import zlib
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from litestar.testing import AsyncTestClient
+from tests.api.conftest import auth, make_node, settings_for
+
+from omnistock.api.app import create_asgi
+from omnistock.domain.movement import SkuQty
+from omnistock.domain.stock import Line
+from omnistock.reservations import keys
+from omnistock.reservations.connect import LedgerConnection, open_ledger
+from omnistock.reservations.events import parse_entry
+from omnistock.reservations.redis_ledger import RedisLedger
+from omnistock.reservations.runner import LedgerOutOfMemory, ScriptError
+from omnistock.runtime.valkey_server import EmbeddedValkey
+
+TTL_MS = 600_000
+WINDOW_MS = 3_600_000
+READY_MS = 60_000
+# A failing request is answered at once; this bound only tells an answer from a hang.
+ANSWER_WITHIN_S = 5.0
+
+
+@pytest.fixture(scope="module")
+def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedValkey]:
+    server = EmbeddedValkey(tmp_path_factory.mktemp("script-failures"), durability="strict")
+    server.start()
+    try:
+        yield server
+        server.check()
+    finally:
+        server.stop()
+
+
+class Clock:
+    """The ledger's time in ms, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = int(time.time() * 1000)
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def conn(valkey: EmbeddedValkey, clock: Clock) -> AsyncIterator[LedgerConnection]:
+    # One batch at a time, so that operations started together share one script call.
+    opened = await open_ledger(valkey.url, clock=clock, max_in_flight=1)
+    try:
+        yield opened
+    finally:
+        await opened.aclose()
+
+
+@pytest.fixture
+def client(valkey: EmbeddedValkey) -> Iterator[redis.Redis]:
+    with valkey.client() as c:
+        yield c
+
+
+# -- the keyspace, read whole -----------------------------------------------------------------
+
+
+def keyspace(client: redis.Redis, *, leave_out: frozenset[bytes] = frozenset()) -> dict:
+    """Every key: its type, its whole value and whether it has a time to live."""
+    out: dict[bytes, tuple[bytes, Any, bool]] = {}
+    for key in client.scan_iter(count=1000):
+        if key in leave_out:
+            continue
+        kind = client.type(key)
+        if kind == b"string":
+            value: Any = client.get(key)
+        elif kind == b"hash":
+            value = sorted(client.hgetall(key).items())
+        elif kind == b"zset":
+            value = client.zrange(key, 0, -1, withscores=True)
+        elif kind == b"list":
+            value = client.lrange(key, 0, -1)
+        elif kind == b"set":
+            value = sorted(client.smembers(key))
+        elif kind == b"stream":
+            value = client.xrange(key)
+        else:
+            raise AssertionError(f"unexpected type {kind!r} of {key!r}")
+        out[key] = (kind, value, client.pttl(key) >= 0)
+    return out
+
+
+def assert_unchanged(before: dict, after: dict) -> None:
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"a failed script left writes behind in {changed}"
+
+
+@dataclass
+class Planted:
+    """A key replaced by a value of another type; ``put_back`` restores the original."""
+
+    client: redis.Redis
+    key: bytes
+    dump: bytes | None
+    ttl_ms: int
+
+    @classmethod
+    def plant(cls, client: redis.Redis, key: str, kind: str = "string") -> Planted:
+        raw = key.encode()
+        dump = client.dump(raw)
+        ttl = client.pttl(raw)
+        client.delete(raw)
+        if kind == "string":
+            client.set(raw, "planted")
+        elif kind == "list":
+            client.rpush(raw, "planted")
+        else:
+            raise ValueError(kind)
+        planted = cls(client, raw, dump, max(0, ttl))
+        _planted.append(planted)
+        return planted
+
+    def put_back(self) -> None:
+        if self.dump is _PUT_BACK:
+            return
+        self.client.delete(self.key)
+        if self.dump is not None:
+            self.client.restore(self.key, self.ttl_ms, self.dump)
+        self.dump = _PUT_BACK
+
+
+_PUT_BACK = b"\x00put back"
+_planted: list[Planted] = []
+
+
+@pytest.fixture(autouse=True)
+def _put_back_what_was_planted() -> Iterator[None]:
+    """A test that fails half-way must not leave a broken key to the next."""
+    yield
+    while _planted:
+        _planted.pop().put_back()
+
+
+# -- scenes -----------------------------------------------------------------------------------
+
+
+def _skus_in_distinct_partitions(uid: str, count: int) -> list[str]:
+    skus: list[str] = []
+    seen: set[int] = set()
+    n = 0
+    while len(skus) < count:
+        sku = f"s-{uid}-{n}"
+        n += 1
+        p = zlib.crc32(sku.encode()) % keys.PARTITIONS
+        if p not in seen:
+            seen.add(p)
+            skus.append(sku)
+    return skus
+
+
+def position_key(sku: str) -> str:
+    return f"{keys.tag(keys.partition_of(sku))}:s:{sku}"
+
+
+def doc_key(doc_id: str, kind: str) -> str:
+    parsed = keys.parse_doc_id(doc_id, kind)
+    assert parsed is not None
+    return f"{keys.tag(parsed[0])}:d:{doc_id}"
+
+
+STREAM = keys.event_streams(cluster=False)[0]
+
+
+class Scene:
+    """A warehouse and a store, SKUs ``a`` and ``b`` in distinct partitions, so that a line on
+    ``b`` is a second key the script reaches after writing ``a``."""
+
+    def __init__(self, ledger: RedisLedger) -> None:
+        self.uid = uuid.uuid4().hex[:10]
+        self.ledger = ledger
+        self.wh, self.store = f"wh-{self.uid}", f"st-{self.uid}"
+        self.a, self.b = _skus_in_distinct_partitions(self.uid, 2)
+        self._n = 0
+
+    def op(self, label: str) -> str:
+        self._n += 1
+        return f"{label}-{self.uid}-{self._n}"
+
+    async def stock(self, node: str, qty: int) -> None:
+        for sku in (self.a, self.b):
+            await self.ledger.set_stock(self.op("set"), node, sku, qty)
+
+    async def reserve(self, ttl_ms: int = TTL_MS) -> str:
+        await self.stock(self.wh, 10)
+        lines = [Line(self.wh, self.a, 2), Line(self.wh, self.b, 3)]
+        return (await self.ledger.reserve(self.op("res"), lines, ttl_ms=ttl_ms)).reservation_id
+
+    async def transfer(self) -> str:
+        await self.stock(self.wh, 10)
+        lines = [SkuQty(self.a, 3), SkuQty(self.b, 1)]
+        return (
+            await self.ledger.request_transfer(self.op("tr"), self.wh, self.store, lines)
+        ).transfer_id
+
+    async def hold(self, **kwargs: Any) -> Any:
+        return await self.ledger.place_hold(
+            self.op("hold"),
+            self.store,
+            [SkuQty(self.a, 1), SkuQty(self.b, 2)],
+            customer_ref="c-1",
+            pickup_window_ms=WINDOW_MS,
+            ready_in_ms=READY_MS,
+            **kwargs,
+        )
+
+    async def quantities(self, node: str) -> list[tuple[int, int, int, int]]:
+        out = []
+        for sku in (self.a, self.b):
+            p = await self.ledger.position(node, sku)
+            assert p.reserved + p.held <= p.on_hand and p.available >= 0, p
+            out.append((p.on_hand, p.reserved, p.held, p.inbound))
+        return out
+
+
+def events_of(client: redis.Redis, op_id: str) -> Counter:
+    found: Counter = Counter()
+    for entry_id, fields in client.xrange(STREAM):
+        for event in parse_entry(entry_id, fields):
+            if event.op_id == op_id:
+                found[event.kind] += 1
+    return found
+
+
+async def fails_and_writes_nothing(
+    client: redis.Redis, planted: Planted, call: Any, expected: type[Exception] = ScriptError
+) -> Exception:
+    """Runs ``call`` (a coroutine function), which must raise ``expected``, and checks that the
+    keyspace, the planted key aside, is exactly as before."""
+    before = keyspace(client, leave_out=frozenset({planted.key}))
+    with pytest.raises(expected) as failed:
+        await asyncio.wait_for(call(), ANSWER_WITHIN_S)
+    assert_unchanged(before, keyspace(client, leave_out=frozenset({planted.key})))
+    return failed.value
+
+
+# -- through the API ----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def api(tmp_path: Path, valkey: EmbeddedValkey) -> AsyncIterator[AsyncTestClient]:
+    settings = settings_for(tmp_path / "data", valkey.url, request_timeout_s=2.5)
+    async with AsyncTestClient(app=create_asgi(settings), timeout=30) as c:
+        yield c
+
+
+def assert_clear_problem(response: Any, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = response.json()
+    assert problem["status"] == status and problem["title"] and problem["detail"], problem
+    assert "Traceback" not in response.text
+    return problem
+
+
+async def _api_scene(api: AsyncTestClient) -> tuple[str, str, str]:
+    uid = uuid.uuid4().hex[:10]
+    node = f"wh-{uid}"
+    a, b = _skus_in_distinct_partitions(uid, 2)
+    await make_node(api, node)
+    for sku in (a, b):
+        put = await api.put(f"/v1/stock/{node}/{sku}", json={"on_hand": 10}, headers=auth("admin"))
+        assert put.status_code == 200, put.text
+    return node, a, b
+
+
+# -- out of memory ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def full_valkey(tmp_path: Path) -> Iterator[EmbeddedValkey]:
+    """A Valkey of its own (so that its memory limit touches no other test), policy
+    noeviction."""
+    server = EmbeddedValkey(
+        tmp_path / "valkey-full", extra_config={"maxmemory-policy": "noeviction"}
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def fill_to_the_limit(client: redis.Redis) -> list[bytes]:
+    """Sets maxmemory just above what is used, writes until the server refuses with OOM, then
+    lowers the limit below use, so that the server stays at its limit whatever small buffers
+    come and go. Returns the filler keys."""
+    used = int(client.info("memory")["used_memory"])
+    client.config_set("maxmemory", used + 256 * 1024)
+    filler: list[bytes] = []
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        for n in range(100_000):
+            key = f"filler:{n}".encode()
+            client.set(key, b"x" * 4096)
+            filler.append(key)
+    used = int(client.info("memory")["used_memory"])
+    client.config_set("maxmemory", used - 64 * 1024)
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        client.set("probe", "x")
+    return filler
+
+
+def free_memory(client: redis.Redis, filler: list[bytes]) -> None:
+    client.delete(*filler)
+    client.config_set("maxmemory", 0)
+
+
+async def test_at_maxmemory_the_ledger_is_refused_before_any_write_and_recovers(
+    full_valkey: EmbeddedValkey,
+) -> None:
+    conn = await open_ledger(full_valkey.url, max_in_flight=1)
+    try:
+        s = Scene(conn.ledger)
+        rid = await s.reserve()
+        with full_valkey.client() as client:
+            filler = fill_to_the_limit(client)
+            before = keyspace(client)
+            ops = [s.op("res"), s.op("res")]
+            results = await asyncio.wait_for(
+                asyncio.gather(
+                    s.ledger.reserve(ops[0], [Line(s.wh, s.a, 1)], ttl_ms=TTL_MS),
+                    s.ledger.release(ops[1], rid),
+                    s.ledger.position(s.wh, s.b),
+                    return_exceptions=True,
+                ),
+                ANSWER_WITHIN_S,
+            )
+            for result in results:
+                assert isinstance(result, LedgerOutOfMemory), result
+            assert_unchanged(before, keyspace(client))
+            free_memory(client, filler)
+        await s.ledger.reserve(ops[0], [Line(s.wh, s.a, 1)], ttl_ms=TTL_MS)
+        assert (await s.ledger.release(ops[1], rid)).status == "released"
+        assert await s.quantities(s.wh) == [(10, 1, 0, 0), (10, 0, 0, 0)]
+    finally:
+        await conn.aclose()
+
+
+async def test_at_maxmemory_the_api_answers_503_and_recovers(
+    tmp_path: Path, full_valkey: EmbeddedValkey
+) -> None:
+    settings = settings_for(tmp_path / "data", full_valkey.url, request_timeout_s=2.5)
+    async with AsyncTestClient(app=create_asgi(settings), timeout=30) as api:
+        node, a, _b = await _api_scene(api)
+        body = {"lines": [{"node_id": node, "sku": a, "qty": 3}]}
+        headers = auth("oms", **{"Idempotency-Key": f"oom-{a}"})
+        with full_valkey.client() as client:
+            filler = fill_to_the_limit(client)
+            before = keyspace(client)
+            started = time.monotonic()
+            refused = await api.post("/v1/reservations", json=body, headers=headers)
+            assert time.monotonic() - started < ANSWER_WITHIN_S
+            problem = assert_clear_problem(refused, 503)
+            assert "memory" in (problem["title"] + problem["detail"]).lower(), problem
+            assert refused.headers.get("Retry-After")
+            # Reads go through the same script (they expire what is due first): refused too.
+            read = await api.get(f"/v1/availability/{a}", headers=auth("oms"))
+            assert_clear_problem(read, 503)
+            assert_unchanged(before, keyspace(client))
+            free_memory(client, filler)
+        again = await api.post("/v1/reservations", json=body, headers=headers)
+        assert again.status_code == 201, again.text
+        assert again.headers.get("Idempotent-Replayed") is None
+        position = (await api.get(f"/v1/stock/{node}/{a}", headers=auth("oms"))).json()
+        assert (position["reserved"], position["available"]) == (3, 7), position
