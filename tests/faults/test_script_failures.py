@@ -1,10 +1,21 @@
-"""Valkey at its memory limit refuses the ledger's script before it writes, and the API says so.
+"""A ledger script that fails on the server leaves nothing half-written, and the API says so.
 
-With Valkey at its maxmemory limit (policy noeviction), the ledger script is refused with OOM
-before it runs (it declares flags in a ``#!lua`` shebang and is not ``no-writes``, so the server
-judges it a write script up front): every operation of the batch is refused and nothing is
-written (the whole keyspace reads as before). The API answers a 503 problem+json with a title,
-at once; once memory is freed, the same request applies once.
+Valkey does not roll back a Lua script that fails part-way: whatever it wrote before the failing
+call stays. The ledger's scripts must therefore fail before their first write.
+
+Wrong-typed keys: a key a script writes is replaced by a value of another type (a position hash
+by a string, a pin set by a string, a transfer document by a list), chosen where the script
+reaches it after it has written something else: the second line of a two-line release, commit,
+expiry, ship, receive, transfer cancel and collect; the transfer of a hold being cancelled; the
+pin set of a pinned part being committed. The operation must fail, and the whole keyspace (every
+key, its type, value and whether it has a time to live) must read exactly as before, the planted
+key aside. Once the key is put back, the same operation id applies once.
+
+Out of memory: with Valkey at its maxmemory limit (policy noeviction), the ledger script is
+refused with OOM before it runs (it declares flags in a ``#!lua`` shebang and is not
+``no-writes``, so the server judges it a write script up front), every operation of the batch
+is refused and nothing is written; the API answers 503 problem+json with a title, at once; once
+memory is freed, the same request applies once.
 """
 
 from __future__ import annotations
@@ -262,6 +273,157 @@ async def fails_and_writes_nothing(
         await asyncio.wait_for(call(), ANSWER_WITHIN_S)
     assert_unchanged(before, keyspace(client, leave_out=frozenset({planted.key})))
     return failed.value
+
+
+# -- a wrong-typed position key on the second line ------------------------------------------
+
+
+async def test_release_with_a_broken_second_line_changes_nothing(
+    conn: LedgerConnection, client: redis.Redis
+) -> None:
+    s = Scene(conn.ledger)
+    rid = await s.reserve()
+    planted = Planted.plant(client, position_key(s.b))
+    op = s.op("release")
+    error = await fails_and_writes_nothing(client, planted, lambda: s.ledger.release(op, rid))
+    assert "WRONGTYPE" in str(error)
+    planted.put_back()
+    assert (await s.ledger.release(op, rid)).status == "released"
+    assert await s.quantities(s.wh) == [(10, 0, 0, 0), (10, 0, 0, 0)]
+    assert events_of(client, op) == Counter(release=2)
+
+
+async def test_commit_with_a_broken_second_line_changes_nothing(
+    conn: LedgerConnection, client: redis.Redis
+) -> None:
+    s = Scene(conn.ledger)
+    rid = await s.reserve()
+    planted = Planted.plant(client, position_key(s.b))
+    op = s.op("commit")
+    await fails_and_writes_nothing(client, planted, lambda: s.ledger.commit(op, rid))
+    planted.put_back()
+    assert (await s.ledger.commit(op, rid)).status == "committed"
+    assert await s.quantities(s.wh) == [(8, 0, 0, 0), (7, 0, 0, 0)]
+    assert events_of(client, op) == Counter(commit=2)
+
+
+async def test_expiry_with_a_broken_second_line_changes_nothing(
+    conn: LedgerConnection, client: redis.Redis, clock: Clock
+) -> None:
+    """Every script first expires what is due: with the expiring reservation's second line
+    broken, the script that runs into it fails before writing anything."""
+    s = Scene(conn.ledger)
+    rid = await s.reserve(ttl_ms=1_000)
+    clock.now += 2_000
+    planted = Planted.plant(client, position_key(s.b))
+    await fails_and_writes_nothing(client, planted, lambda: s.ledger.position(s.wh, s.a))
+    planted.put_back()
+    assert await s.quantities(s.wh) == [(10, 0, 0, 0), (10, 0, 0, 0)]
+    assert (await s.ledger.get_reservation(rid)).status == "expired"
+    assert events_of(client, f"expire:{rid}") == Counter(expire=2)
+
+
+async def test_ship_with_a_broken_second_line_changes_nothing(
+    conn: LedgerConnection, client: redis.Redis
+) -> None:
+    s = Scene(conn.ledger)
+    tid = await s.transfer()
+    planted = Planted.plant(client, position_key(s.b))
+    op = s.op("ship")
+    await fails_and_writes_nothing(client, planted, lambda: s.ledger.ship_transfer(op, tid))
+    planted.put_back()
+    assert (await s.ledger.ship_transfer(op, tid)).status == "in_transit"
+    assert await s.quantities(s.wh) == [(7, 0, 0, 0), (9, 0, 0, 0)]
+    assert await s.quantities(s.store) == [(0, 0, 0, 3), (0, 0, 0, 1)]
+    assert events_of(client, op) == Counter(ship_out=2, ship_in=2)
+
+
+async def test_receive_with_a_broken_second_line_changes_nothing(
+    conn: LedgerConnection, client: redis.Redis
+) -> None:
+    s = Scene(conn.ledger)
+    tid = await s.transfer()
+    await s.ledger.ship_transfer(s.op("ship"), tid)
+    planted = Planted.plant(client, position_key(s.b))
+    op = s.op("receive")
+    await fails_and_writes_nothing(client, planted, lambda: s.ledger.receive_transfer(op, tid))
+    planted.put_back()
+    assert (await s.ledger.receive_transfer(op, tid)).status == "received"
+    assert await s.quantities(s.store) == [(3, 0, 0, 0), (1, 0, 0, 0)]
+    assert events_of(client, op) == Counter(receive=2)
+
+
+async def test_transfer_cancel_with_a_broken_second_line_changes_nothing(
+    conn: LedgerConnection, client: redis.Redis
+) -> None:
+    s = Scene(conn.ledger)
+    tid = await s.transfer()
+    planted = Planted.plant(client, position_key(s.b))
+    op = s.op("cancel")
+    await fails_and_writes_nothing(client, planted, lambda: s.ledger.cancel_transfer(op, tid))
+    planted.put_back()
+    assert (await s.ledger.cancel_transfer(op, tid)).status == "cancelled"
+    assert await s.quantities(s.wh) == [(10, 0, 0, 0), (10, 0, 0, 0)]
+    assert events_of(client, op) == Counter(transfer_cancel=2)
+
+
+async def test_collect_with_a_broken_second_line_changes_nothing(
+    conn: LedgerConnection, client: redis.Redis
+) -> None:
+    s = Scene(conn.ledger)
+    await s.stock(s.store, 5)
+    hold = await s.hold()
+    await s.ledger.ready_hold(s.op("ready"), hold.hold_id)
+    planted = Planted.plant(client, position_key(s.b))
+    op = s.op("collect")
+    await fails_and_writes_nothing(client, planted, lambda: s.ledger.collect_hold(op, hold.hold_id))
+    planted.put_back()
+    assert (await s.ledger.collect_hold(op, hold.hold_id)).status == "collected"
+    assert await s.quantities(s.store) == [(4, 0, 0, 0), (3, 0, 0, 0)]
+    assert events_of(client, op) == Counter(collect=2)
+
+
+# -- other keys a script reaches after its first write ---------------------------------------
+
+
+async def test_cancelling_a_hold_whose_transfer_key_is_broken_changes_nothing(
+    conn: LedgerConnection, client: redis.Redis
+) -> None:
+    """A hold supplied by a received transfer: cancelling it gives the held goods back and then
+    reads its transfer. With the transfer's key of the wrong type, nothing is given back."""
+    s = Scene(conn.ledger)
+    await s.stock(s.wh, 10)
+    hold = await s.hold(source_node_id=s.wh)
+    await s.ledger.ship_transfer(s.op("ship"), hold.transfer_id)
+    await s.ledger.receive_transfer(s.op("receive"), hold.transfer_id)
+    assert await s.quantities(s.store) == [(1, 0, 1, 0), (2, 0, 2, 0)]
+    planted = Planted.plant(client, doc_key(hold.transfer_id, "t"), kind="list")
+    op = s.op("cancel")
+    await fails_and_writes_nothing(client, planted, lambda: s.ledger.cancel_hold(op, hold.hold_id))
+    planted.put_back()
+    assert (await s.ledger.cancel_hold(op, hold.hold_id)).status == "cancelled"
+    assert await s.quantities(s.store) == [(1, 0, 0, 0), (2, 0, 0, 0)]
+    assert events_of(client, op) == Counter(hold_cancel=2)
+
+
+async def test_committing_a_pinned_part_whose_pin_set_is_broken_changes_nothing(
+    conn: LedgerConnection, client: redis.Redis
+) -> None:
+    """The first phase of a multi-partition commit pins a part (taken off the expiry clock);
+    the commit then unpins it. With the pin set of the wrong type, the commit writes nothing."""
+    s = Scene(conn.ledger)
+    rid = await s.reserve()
+    home = keys.home_of(rid)
+    assert home is not None
+    view = await s.ledger._call("pin", [keys.tag(home)], ["", rid, 60_000])
+    assert b'"st":"p"' in view
+    planted = Planted.plant(client, f"{keys.tag(home)}:pin")
+    op = s.op("commit")
+    await fails_and_writes_nothing(client, planted, lambda: s.ledger.commit(op, rid))
+    planted.put_back()
+    assert (await s.ledger.commit(op, rid)).status == "committed"
+    assert await s.quantities(s.wh) == [(8, 0, 0, 0), (7, 0, 0, 0)]
+    assert client.zscore(f"{keys.tag(home)}:pin", rid) is None
 
 
 # -- through the API ----------------------------------------------------------------------

@@ -46,6 +46,22 @@ local function read_pos(tag, node, sku)
   }
 end
 
+-- Valkey keeps what a script wrote before one of its calls failed. A step that writes several
+-- positions checks first that each is a hash (or absent), so that one of the wrong type fails the
+-- step before its first write, not half-way (where a retry would apply the first lines twice).
+-- One position needs no check: it is read before it is written. ``sku_at``: where a line keeps
+-- its SKU (3 in reservation lines, 2 in transfer and hold lines).
+local function check_positions(lines, sku_at)
+  if #lines < 2 then return end
+  for _, l in ipairs(lines) do
+    local key = stock_key(tag_of(l[1]), l[sku_at])
+    local kind = redis.call('TYPE', key)['ok']
+    if kind ~= 'hash' and kind ~= 'none' then
+      error({ err = 'WRONGTYPE ' .. key .. ' holds a ' .. kind .. ', not a position hash' })
+    end
+  end
+end
+
 local function available(p)
   local a = p.oh - p.rs - p.hd - p.ss
   if a < 0 then return 0 end
@@ -193,6 +209,7 @@ end
 
 -- Returns every reserved line of a record to available and gives it a terminal status.
 local function release_record(id, rp, r, status, kind, op, now)
+  check_positions(r.ln, 3)
   for _, l in ipairs(r.ln) do
     local tag = tag_of(l[1])
     local p = read_pos(tag, l[2], l[3])
@@ -242,6 +259,7 @@ end
 
 -- Gives a requested transfer's reservation back at its source.
 local function cancel_transfer_doc(id, rp, t, op, now)
+  check_positions(t.ln, 2)
   for _, l in ipairs(t.ln) do
     move(l[1], t.from, l[2], 0, -l[3], 0, 0, 'transfer_cancel', op, id, now)
   end
@@ -254,6 +272,10 @@ end
 -- Ends a placed or ready hold without collection: what the store holds goes back to available;
 -- its transfer is cancelled if not shipped yet, and otherwise arrives as ordinary stock.
 local function release_hold(id, rp, d, status, kind, op, now)
+  -- The transfer is read before anything is written (a hold and its transfer have the same
+  -- SKUs, so the same position keys).
+  local t = d.tid and read_doc(d.tid, rp)
+  check_positions(d.ln, 2)
   for _, l in ipairs(d.ln) do
     if l[4] > 0 then
       move(l[1], d.store, l[2], 0, 0, -l[4], 0, kind, op, id, now)
@@ -261,7 +283,6 @@ local function release_hold(id, rp, d, status, kind, op, now)
     end
   end
   if d.tid then
-    local t = read_doc(d.tid, rp)
     if t and t.st == 'q' then
       cancel_transfer_doc(d.tid, rp, t, op, now)
     elseif t and t.st == 's' then

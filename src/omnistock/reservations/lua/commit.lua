@@ -11,15 +11,18 @@ if r.fop == op and r.st == 'c' then return { view(r), 1 } end
 if r.st ~= 'a' and r.st ~= 'p' then
   return { cjson.encode({ err = 'state', st = r.st }), 0 }
 end
-for _, l in ipairs(r.ln) do
-  local tag = tag_of(l[1])
-  local p = read_pos(tag, l[2], l[3])
-  apply(tag, l[2], l[3], p, -l[4], -l[4], 0, 0, nil, 'commit', op, id, now)
-end
+-- The pin set is not read before: it is written first, so that a key of the wrong type there
+-- fails the commit before the positions change.
+check_positions(r.ln, 3)
 if r.st == 'p' then
   redis.call('ZREM', HOME .. ':pin', id)
 else
   deadline_remove(id, HOME_P, r.ln)
+end
+for _, l in ipairs(r.ln) do
+  local tag = tag_of(l[1])
+  local p = read_pos(tag, l[2], l[3])
+  apply(tag, l[2], l[3], p, -l[4], -l[4], 0, 0, nil, 'commit', op, id, now)
 end
 r.st = 'c'
 r['end'] = now

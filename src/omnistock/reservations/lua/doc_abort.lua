@@ -8,16 +8,20 @@ local op, id = ARGV[2], ARGV[3]
 local d = read_doc(id)
 if d and d.op ~= op then return 0 end
 if d and d.k == 't' and d.st == 'q' then
+  check_positions(d.ln, 2)
   for _, l in ipairs(d.ln) do
     move(l[1], d.from, l[2], 0, -l[3], 0, 0, 'transfer_cancel', op, id, now)
   end
 elseif d and d.k == 'h' and (d.st == 'p' or d.st == 'y') then
+  -- Everything that can fail on a key of the wrong type comes before the first write (see
+  -- check_positions): the transfer is read, the deadline set written first.
+  local t = d.tid and read_doc(d.tid)
+  check_positions(d.ln, 2)
+  deadline_remove(id, HOME_P, d.ln)
   for _, l in ipairs(d.ln) do
     if l[4] > 0 then move(l[1], d.store, l[2], 0, 0, -l[4], 0, 'hold_cancel', op, id, now) end
   end
-  deadline_remove(id, HOME_P, d.ln)
   if d.tid then
-    local t = read_doc(d.tid)
     if t and t.st == 'q' then
       for _, l in ipairs(t.ln) do
         move(l[1], t.from, l[2], 0, -l[3], 0, 0, 'transfer_cancel', op, d.tid, now)

@@ -3,6 +3,7 @@
 -- ARGV: now, op, hold id.
 local reply, now, op, id, d = begin_step(ARGV, 'h', 'y')
 if reply then return reply end
+check_positions(d.ln, 2)
 for _, l in ipairs(d.ln) do
   move(l[1], d.store, l[2], -l[4], 0, -l[4], 0, 'collect', op, id, now)
   l[4] = 0

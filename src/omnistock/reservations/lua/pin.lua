@@ -8,9 +8,10 @@ local id = ARGV[2]
 local r = read_record(id)
 if not r or r.st == 'f' then return cjson.encode({ err = 'missing' }) end
 if r.st == 'a' then
+  -- The pin set, not read before, is written first (see check_positions).
+  redis.call('ZADD', HOME .. ':pin', now + tonumber(ARGV[3]), id)
   r.st = 'p'
   write_record(id, HOME_P, r)
   deadline_remove(id, HOME_P, r.ln)
-  redis.call('ZADD', HOME .. ':pin', now + tonumber(ARGV[3]), id)
 end
 return view(r)

@@ -45,6 +45,7 @@ if d.hid then
   if hold and hold.st ~= 'p' then hold = nil end
 end
 local held_for = {}
+check_positions(d.ln, 2)
 for _, l in ipairs(d.ln) do
   local got = l[4]
   if arrived then got = arrived[l[2]] or 0 end

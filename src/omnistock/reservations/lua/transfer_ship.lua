@@ -4,6 +4,7 @@
 -- ARGV: now, op, transfer id.
 local reply, now, op, id, d = begin_step(ARGV, 't', 'q')
 if reply then return reply end
+check_positions(d.ln, 2)
 for _, l in ipairs(d.ln) do
   move(l[1], d.from, l[2], -l[3], -l[3], 0, 0, 'ship_out', op, id, now)
   move(l[1], d.to, l[2], 0, 0, 0, l[3], 'ship_in', op, id, now)

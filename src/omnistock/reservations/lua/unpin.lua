@@ -5,9 +5,10 @@ local id = ARGV[2]
 local r = read_record(id)
 if not r or r.st == 'f' then return cjson.encode({ err = 'missing' }) end
 if r.st == 'p' then
+  -- The pin set, not read before, is written first (see check_positions).
+  redis.call('ZREM', HOME .. ':pin', id)
   r.st = 'a'
   write_record(id, HOME_P, r)
-  redis.call('ZREM', HOME .. ':pin', id)
   deadline_add(id, HOME_P, r.ln, r.exp)
   expire_due(now, true)
   r = read_record(id)
