@@ -4,18 +4,24 @@ Valkey does not roll back a Lua script that fails part-way: whatever it wrote be
 call stays. The ledger's scripts must therefore fail before their first write.
 
 Wrong-typed keys: a key a script writes is replaced by a value of another type (a position hash
-by a string, a pin set by a string, a transfer document by a list), chosen where the script
-reaches it after it has written something else: the second line of a two-line release, commit,
-expiry, ship, receive, transfer cancel and collect; the transfer of a hold being cancelled; the
-pin set of a pinned part being committed. The operation must fail, and the whole keyspace (every
-key, its type, value and whether it has a time to live) must read exactly as before, the planted
-key aside. Once the key is put back, the same operation id applies once.
+by a string, the event stream by a list, a pin set or a transfer document by a string or a
+list, a request's idempotency claim by a list), chosen where the script reaches it after it has
+written something else: the second line of a two-line release, commit, expiry, ship, receive,
+transfer cancel and collect; the transfer of a hold being cancelled; the pin set of a pinned part
+being committed; the event stream, which a batch appends to after all its operations wrote; the
+claim of one request among a batch of others. The operation must fail, and the whole keyspace
+(every key, its type, value and whether it has a time to live) must read exactly as before,
+the planted key aside; other operations of the same batch run as usual. Once the key is put
+back, the same operation id applies once.
 
 Out of memory: with Valkey at its maxmemory limit (policy noeviction), the ledger script is
 refused with OOM before it runs (it declares flags in a ``#!lua`` shebang and is not
 ``no-writes``, so the server judges it a write script up front), every operation of the batch
-is refused and nothing is written; the API answers 503 problem+json with a title, at once; once
-memory is freed, the same request applies once.
+is refused and nothing is written; the API answers 503 problem+json; once memory is freed, the
+same request applies once.
+
+Through the API a failed script is a problem+json (500 for a broken key, 503 for a full server)
+with a title, answered at once, never a hang or a stack trace.
 """
 
 from __future__ import annotations
@@ -33,17 +39,18 @@ from typing import Any
 import pytest
 import redis
 from litestar.testing import AsyncTestClient
-from tests.api.conftest import auth, make_node, settings_for
 
 from omnistock.api.app import create_asgi
 from omnistock.domain.movement import SkuQty
 from omnistock.domain.stock import Line
 from omnistock.reservations import keys
+from omnistock.reservations.claims import RequestClaim
 from omnistock.reservations.connect import LedgerConnection, open_ledger
 from omnistock.reservations.events import parse_entry
 from omnistock.reservations.redis_ledger import RedisLedger
 from omnistock.reservations.runner import LedgerOutOfMemory, ScriptError
 from omnistock.runtime.valkey_server import EmbeddedValkey
+from tests.api.conftest import auth, make_node, settings_for
 
 TTL_MS = 600_000
 WINDOW_MS = 3_600_000
@@ -426,6 +433,84 @@ async def test_committing_a_pinned_part_whose_pin_set_is_broken_changes_nothing(
     assert client.zscore(f"{keys.tag(home)}:pin", rid) is None
 
 
+async def test_an_event_stream_of_the_wrong_type_fails_the_batch_before_any_write(
+    conn: LedgerConnection, client: redis.Redis
+) -> None:
+    """Events are appended once per batch, after every operation in it has written: a stream
+    of the wrong type must stop the operations before they write, not after."""
+    scenes = [Scene(conn.ledger) for _ in range(4)]
+    for s in scenes:
+        await s.stock(s.wh, 10)
+    planted = Planted.plant(client, STREAM, kind="list")
+    ops = [s.op("res") for s in scenes]
+    claims = [RequestClaim(f"fp-{op}") for op in ops]
+
+    async def reserve_all() -> None:
+        results = await asyncio.gather(
+            *(
+                s.ledger.reserve(op, [Line(s.wh, s.a, 1)], ttl_ms=TTL_MS, claim=claim)
+                for s, op, claim in zip(scenes, ops, claims, strict=True)
+            ),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, ScriptError) for r in results), results
+        raise results[0]
+
+    await fails_and_writes_nothing(client, planted, reserve_all)
+    planted.put_back()
+    for s, op, claim in zip(scenes, ops, claims, strict=True):
+        again = RequestClaim(claim.fingerprint)
+        r = await s.ledger.reserve(op, [Line(s.wh, s.a, 1)], ttl_ms=TTL_MS, claim=again)
+        assert r.status == "active"
+        # The failed attempt left no claim either: this is the request's first application.
+        assert again.replayed is False
+        assert events_of(client, op) == Counter(reserve=1)
+        assert (await s.ledger.position(s.wh, s.a)).reserved == 1
+
+
+async def test_a_broken_claim_fails_its_own_request_and_no_other_in_the_batch(
+    conn: LedgerConnection, client: redis.Redis
+) -> None:
+    scenes = [Scene(conn.ledger) for _ in range(5)]
+    for s in scenes:
+        await s.stock(s.wh, 10)
+    ops = [s.op("res") for s in scenes]
+    broken = 2
+    planted = Planted.plant(client, f"{keys.tag(0)}:fp:{ops[broken]}", kind="list")
+    before = keyspace(client, leave_out=frozenset({planted.key}))
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            *(
+                s.ledger.reserve(
+                    op, [Line(s.wh, s.a, 1)], ttl_ms=TTL_MS, claim=RequestClaim(f"fp-{op}")
+                )
+                for s, op in zip(scenes, ops, strict=True)
+            ),
+            return_exceptions=True,
+        ),
+        ANSWER_WITHIN_S,
+    )
+    assert isinstance(results[broken], ScriptError), results
+    for i, (s, op) in enumerate(zip(scenes, ops, strict=True)):
+        reserved = (await s.ledger.position(s.wh, s.a)).reserved
+        if i == broken:
+            assert reserved == 0 and events_of(client, op) == Counter()
+        else:
+            assert not isinstance(results[i], Exception), results[i]
+            assert reserved == 1 and events_of(client, op) == Counter(reserve=1)
+    # Besides the other requests' own writes, nothing of the broken one's.
+    after = keyspace(client, leave_out=frozenset({planted.key}))
+    broken_scene = scenes[broken]
+    assert (
+        after[position_key(broken_scene.a).encode()]
+        == before[position_key(broken_scene.a).encode()]
+    )
+    home = keys.partition_of(broken_scene.a)
+    rid = keys.reservation_id(ops[broken], home, single=True)
+    assert f"{keys.tag(home)}:r:{rid}".encode() not in after
+    planted.put_back()
+
+
 # -- through the API ----------------------------------------------------------------------
 
 
@@ -454,6 +539,56 @@ async def _api_scene(api: AsyncTestClient) -> tuple[str, str, str]:
         put = await api.put(f"/v1/stock/{node}/{sku}", json={"on_hand": 10}, headers=auth("admin"))
         assert put.status_code == 200, put.text
     return node, a, b
+
+
+async def test_api_answers_a_broken_stream_with_a_problem_and_recovers(
+    api: AsyncTestClient, client: redis.Redis
+) -> None:
+    node, a, b = await _api_scene(api)
+    body = {"lines": [{"node_id": node, "sku": a, "qty": 2}, {"node_id": node, "sku": b, "qty": 1}]}
+    headers = auth("oms", **{"Idempotency-Key": f"broken-{a}"})
+    planted = Planted.plant(client, STREAM, kind="list")
+    before = keyspace(client, leave_out=frozenset({planted.key}))
+    started = time.monotonic()
+    failed = await api.post("/v1/reservations", json=body, headers=headers)
+    assert time.monotonic() - started < ANSWER_WITHIN_S
+    assert_clear_problem(failed, 500)
+    assert_unchanged(before, keyspace(client, leave_out=frozenset({planted.key})))
+    planted.put_back()
+
+    again = await api.post("/v1/reservations", json=body, headers=headers)
+    assert again.status_code == 201, again.text
+    assert again.headers.get("Idempotent-Replayed") is None
+    for sku, qty in ((a, 2), (b, 1)):
+        position = (await api.get(f"/v1/stock/{node}/{sku}", headers=auth("oms"))).json()
+        assert (position["reserved"], position["available"]) == (qty, 10 - qty), position
+
+
+async def test_api_answers_a_broken_release_with_a_problem_and_releases_once_after(
+    api: AsyncTestClient, client: redis.Redis
+) -> None:
+    node, a, b = await _api_scene(api)
+    made = await api.post(
+        "/v1/reservations",
+        json={
+            "lines": [{"node_id": node, "sku": a, "qty": 2}, {"node_id": node, "sku": b, "qty": 3}]
+        },
+        headers=auth("oms", **{"Idempotency-Key": f"rel-{a}"}),
+    )
+    assert made.status_code == 201, made.text
+    rid = made.json()["reservation_id"]
+    planted = Planted.plant(client, position_key(b))
+    before = keyspace(client, leave_out=frozenset({planted.key}))
+    release_headers = auth("oms", **{"Idempotency-Key": f"release-{a}"})
+    failed = await api.post(f"/v1/reservations/{rid}/release", headers=release_headers)
+    assert_clear_problem(failed, 500)
+    assert_unchanged(before, keyspace(client, leave_out=frozenset({planted.key})))
+    planted.put_back()
+    released = await api.post(f"/v1/reservations/{rid}/release", headers=release_headers)
+    assert released.status_code == 200 and released.json()["status"] == "released", released.text
+    for sku in (a, b):
+        position = (await api.get(f"/v1/stock/{node}/{sku}", headers=auth("oms"))).json()
+        assert (position["on_hand"], position["reserved"]) == (10, 0), position
 
 
 # -- out of memory ----------------------------------------------------------------------------

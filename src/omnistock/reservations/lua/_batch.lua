@@ -10,6 +10,39 @@
 -- request already used the id, and the operation does not run.
 if ARGV[1] ~= '' then ONE_SERVER = ARGV[1] end
 local out, partition_of_tag = {}, {}
+
+-- Valkey keeps what a script wrote before one of its calls failed, and a batch appends its events
+-- after all its operations ran. So each operation first checks the streams it may append to
+-- (any operation may, by expiring what is due): a stream of the wrong type fails the operation
+-- before it writes anything, instead of failing the whole call after every operation wrote.
+local stream_ok = {}
+local function check_streams(keys)
+  for _, tag in ipairs(ONE_SERVER and { ONE_SERVER } or keys) do
+    local ok = stream_ok[tag]
+    if ok == nil then
+      local kind = redis.call('TYPE', tag .. ':ev')['ok']
+      ok = kind == 'stream' or kind == 'none'
+      stream_ok[tag] = ok
+    end
+    if not ok then error({ err = 'WRONGTYPE ' .. tag .. ':ev is not a stream' }) end
+  end
+end
+
+-- An operation that fails leaves nothing behind, its claim included: the same request again is
+-- then its first application, and another request may use the id.
+local function run(name, keys, args, fp)
+  check_streams(keys)
+  if fp == '' then return OPS[name](keys, args) end
+  local fkey = (ONE_SERVER or HOME) .. ':fp:' .. args[2]
+  local seen = claim(fkey, fp)
+  if seen == 2 then return { seen, false } end
+  local ok, result = pcall(OPS[name], keys, args)
+  if not ok then
+    if seen == 0 then redis.call('DEL', fkey) end
+    error(result, 0)
+  end
+  return { seen, result or false }
+end
 local i = 3
 for n = 1, tonumber(ARGV[2]) do
   local name, nk, na, fp = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3]
@@ -22,12 +55,8 @@ for n = 1, tonumber(ARGV[2]) do
     HOME_P = string.match(HOME, '%.(%d+)}$')
     partition_of_tag[HOME] = HOME_P
   end
-  local seen = 0
-  if fp ~= '' then seen = claim((ONE_SERVER or HOME) .. ':fp:' .. args[2], fp) end
-  local ok, result = true, nil
-  if seen ~= 2 then ok, result = pcall(OPS[name], keys, args) end
+  local ok, result = pcall(run, name, keys, args, fp)
   if ok then
-    if fp ~= '' then result = { seen, result or false } end
     out[n] = result
   elseif type(result) == 'table' and result.err then
     out[n] = { err = result.err }
