@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ import redis
 import sqlalchemy as sa
 from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
 from redis.retry import Retry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -48,6 +50,10 @@ SETTLE_S = 30.0
 DEFINITE_S = 60.0
 """How long one operation is retried under its op id before the test gives up on it."""
 LONG_TTL_MS = 60 * 60 * 1000
+FILLER_MB = 96
+"""Data a primary is given to replicate to a stopped replica: more than loopback's socket
+buffers hold (up to 32 MiB received, 4 MiB sent here), less than a replica's output buffer limit
+(256 MiB)."""
 
 
 def _client(node: EmbeddedValkey) -> redis.Redis:
@@ -192,7 +198,43 @@ class FailoverCluster:
         old, new = self.primary(shard), self.replica(shard)
         start = time.monotonic()
         old.kill()
-        how = "automatic after SIGKILL"
+        return self._promoted(shard, old, new, start, "")
+
+    def kill_primary_behind(
+        self, shard: int, make_ready: Callable[[], Callable[[], bool]]
+    ) -> Failover:
+        """As ``kill_primary``, with the replica held behind first, so that the failover loses
+        writes for certain. On loopback a primary hands its replication stream to the kernel in
+        the same event loop turn as its replies, and what the kernel holds still reaches the
+        replica after the primary dies: a SIGKILL alone loses nothing. So the replica is stopped
+        (SIGSTOP), the primary is given FILLER_MB of other data to replicate, more than the
+        socket buffers hold, and the ledger writes acknowledged after that wait in the
+        primary's own output buffer. Once ``make_ready()``'s check (made after the filler) says
+        enough were acknowledged, the primary is killed and the replica resumed."""
+        old, new = self.primary(shard), self.replica(shard)
+        assert new.pid is not None
+        os.kill(new.pid, signal.SIGSTOP)
+        try:
+            tag = next(
+                f"fill{i}"
+                for i in itertools.count()
+                if self.shard_of_slot(key_slot(f"fill{i}".encode())) == shard
+            )
+            with _client(old) as c:
+                for i in range(FILLER_MB // 4):
+                    c.set(f"faults-filler:{{{tag}}}:{i}", b"x" * (4 << 20))
+            ready = make_ready()
+            wait(lambda: None if ready() else "not yet", SETTLE_S, "writes the replica lacks")
+        finally:
+            start = time.monotonic()
+            old.kill()
+            os.kill(new.pid, signal.SIGCONT)
+        return self._promoted(shard, old, new, start, "replica held behind, ")
+
+    def _promoted(
+        self, shard: int, old: EmbeddedValkey, new: EmbeddedValkey, start: float, note: str
+    ) -> Failover:
+        how = f"{note}automatic after SIGKILL"
         try:
             promoted = wait(
                 lambda: None if role(new) == "master" else "not yet",
@@ -200,7 +242,7 @@ class FailoverCluster:
                 "automatic promotion",
             )
         except AssertionError:
-            how = "takeover after SIGKILL"
+            how = f"{note}takeover after SIGKILL"
             with _client(new) as c:
                 c.execute_command("CLUSTER", "FAILOVER", "TAKEOVER")
             promoted = wait(
