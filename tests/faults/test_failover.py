@@ -257,6 +257,7 @@ async def test_killed_primary_loses_at_most_unreplicated_writes_and_reconcile_re
     assert (deficit == 0) == (not lost), (deficit, len(lost))
     # The replica held behind missed what its primary acknowledged meanwhile.
     assert len(lost) >= BEHIND_ACKS, f"only {len(lost)} lost with the replica held behind"
+    assert len(journal_lost) >= BEHIND_JOURNALED, "the journal had none of the lost writes"
     assert len(lost) <= deficit <= lost_units
 
     reconciled = await asyncio.to_thread(run_reconcile, tmp_path / "data", fc.seed_url, url)
