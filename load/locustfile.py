@@ -26,8 +26,9 @@ change of on_hand + inbound is recorded in `--changes-dir` for the runner's cons
 
 Shapes: `--shape steady` (default) holds `-u` users for `-t`; `--shape flash` holds them, then
 from `--spike-at` for `--spike-for` (shares of `-t`, default 60 s) adds `--spike-users - 1`
-times as many OMS users, whose orders go `--spike-hot-share` of the time to the manifest's hot
-SKUs (storefronts look at them too), then drops back to steady.
+times as many OMS users, all of them three times as eager (a third of the pause between
+orders), whose orders go `--spike-hot-share` of the time to the manifest's hot SKUs, a limited
+drop that sells out (storefronts look at them too), then drops back to steady.
 
 Options (locust arguments; each also an environment variable, shown in brackets):
 
@@ -74,6 +75,7 @@ TRANSFER_HOLD_SHARE = 0.3
 LOSS_SHARE = 0.05
 COLLECT_SHARE = 0.9
 DEFAULT_FLASH_S = 60.0
+SPIKE_EAGERNESS = 3  # shoppers of a flash sale come back three times as fast
 
 
 @dataclass
@@ -193,10 +195,14 @@ class OmsUser(_User):
     weight = 3
     wait_name = "oms"
 
+    def wait_time(self) -> float:
+        pause = super().wait_time()
+        return pause / SPIKE_EAGERNESS if phase.current == phase.SPIKE else pause
+
     def _lines(self, spike: bool) -> list[dict]:
         assert shared is not None
         if spike and self.rng.random() < shared.opts.spike_hot_share:
-            return [{"sku": self.pick.hot_sku(), "qty": self.rng.choice((1, 1, 2))}]
+            return [{"sku": self.pick.hot_sku(), "qty": self.rng.choice((1, 1, 2, 3))}]
         n = self.rng.choices((1, 2, 3), (6, 3, 1))[0]
         return [
             {"sku": s, "qty": 1 if self.rng.random() < 0.8 else self.rng.randint(2, 3)}

@@ -4,7 +4,8 @@ Pure and deterministic (`random.Random(seed)` only): warehouses at the benchmark
 stores in real US cities drawn by population, and the benchmark's long-tail stock (a handful of
 SKUs almost everywhere, most in one to five stores, warehouses holding most SKUs in depth).
 On top of that, only a share of the stores offers click & collect (`pickup`), each with its own
-pick time, and the most popular SKUs are the hot SKUs of a flash sale.
+pick time, and the most popular SKUs are the hot SKUs of a flash sale: a limited drop whose
+stock (about `hot_units` each, spread over the same nodes) a spike of orders can sell out.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import random
 from dataclasses import dataclass
 
 import msgspec
-from benchmarks import geo
 
+from benchmarks import geo
 from omnistock.routing import Network, Node
 
 PICKUP_READY_MINUTES = (15, 30, 60)
@@ -34,6 +35,7 @@ def build(
     stores: int = 150,
     skus: int = 5_000,
     hot: int = 5,
+    hot_units: int = 100,
     pickup_share: float = 0.6,
     seed: int = 0,
 ) -> Catalogue:
@@ -46,7 +48,17 @@ def build(
     nodes = [*_warehouses(warehouses), *_stores(stores, seed, rng, pickup_share)]
     stock = geo.build_stock(Network(nodes), skus, seed)
     ids = tuple(geo.sku_id(rank) for rank in range(1, skus + 1))
+    for sku in ids[:hot]:
+        stock[sku] = limited(stock[sku], hot_units)
     return Catalogue(tuple(nodes), ids, stock, ids[:hot])
+
+
+def limited(units: dict[str, int], total: int) -> dict[str, int]:
+    """The same nodes with their quantities scaled to about `total` in all (at least one each)."""
+    held = sum(units.values())
+    if held <= total:
+        return dict(units)
+    return {node: max(1, round(qty * total / held)) for node, qty in units.items()}
 
 
 def _warehouses(count: int) -> list[Node]:

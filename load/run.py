@@ -39,6 +39,7 @@ RESULTS = HERE / "results"
 LOCUST_GRACE_S = 120
 STOP_TIMEOUT_S = 5
 SHOWN = 10  # oversold positions and mismatches printed at most
+SETTLE_TIMEOUT_S = 120
 
 
 class RunError(RuntimeError):
@@ -72,7 +73,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     target.add_argument("--workers", type=int, default=2, help="workers of the started server")
     load = p.add_argument_group("load")
     load.add_argument("--duration", type=parse_duration, default=60, help="default 60s")
-    load.add_argument("--users", type=int, default=40, help="default 40")
+    load.add_argument("--users", type=int, default=50, help="default 50")
     load.add_argument("--spawn-rate", type=float, default=10.0, help="users/s (default 10)")
     load.add_argument("--shape", choices=("steady", "flash"), default="steady")
     data = p.add_argument_group("seed")
@@ -104,6 +105,24 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 def say(text: str) -> None:
     print(text, flush=True)
+
+
+def wait_settled(api: Api, deadline_s: float = SETTLE_TIMEOUT_S) -> tuple[float, int | None]:
+    """Waits until the service's journal has caught up with the seed (`/readyz` reports the
+    projector's lag), so that the load is not measured against a backlog of seed events.
+    Returns the seconds waited and the last lag seen (None: the service does not report one)."""
+    started = time.monotonic()
+    lag: int | None = None
+    while time.monotonic() - started < deadline_s:
+        try:
+            answer = api.send("GET", "/readyz")
+            lag = answer.json().get("details", {}).get("projector_lag_events")
+        except (OSError, ValueError):
+            lag = None
+        if not lag:
+            break
+        time.sleep(0.5)
+    return time.monotonic() - started, lag
 
 
 def run_locust(
@@ -203,6 +222,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         before: dict[str, int] = {}
         if not args.no_check:
             before = conservation.totals(positions.read_all(oms, seeded.skus))
+        waited, lag = wait_settled(oms)
+        if waited >= 1 or lag:
+            say(f"waited {waited:.0f} s for the journal to catch up with the seed (lag {lag})")
         say(
             f"locust: {args.users} users at {args.spawn_rate:g}/s for {args.duration} s, "
             f"shape {args.shape} (log {out / 'locust.log'})"

@@ -116,6 +116,9 @@ def add_catalogue_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skus", type=int, default=5_000, help="default 5,000")
     p.add_argument("--hot", type=int, default=5, help="hot SKUs of a flash sale (default 5)")
     p.add_argument(
+        "--hot-units", type=int, default=100, help="stock of each hot SKU, about (default 100)"
+    )
+    p.add_argument(
         "--pickup-share", type=float, default=0.6, help="share of stores with click & collect"
     )
     p.add_argument("--seed", type=int, default=0, help="random seed of the network and stock")
@@ -127,6 +130,7 @@ def catalogue_of(args: argparse.Namespace) -> network.Catalogue:
         stores=args.stores,
         skus=args.skus,
         hot=args.hot,
+        hot_units=args.hot_units,
         pickup_share=args.pickup_share,
         seed=args.seed,
     )
