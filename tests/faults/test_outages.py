@@ -78,16 +78,9 @@ class SqlNot503(AssertionError):
     down."""
 
 
-PG_DOWN_500 = pytest.mark.xfail(
-    raises=SqlNot503,
-    strict=True,
-    reason="with PostgreSQL down, asyncpg's connect fails with a plain OSError (no socket file, "
-    "or refused) that SQLAlchemy does not wrap and omnistock.api.problems does not map: node "
-    "and journal endpoints answer 500 instead of 503",
-)
 DB_KINDS = [
     "sqlite",
-    pytest.param("postgresql", marks=[pytest.mark.slow, FULL_ONLY, PG_DOWN_500]),
+    pytest.param("postgresql", marks=[pytest.mark.slow, FULL_ONLY]),
 ]
 
 

@@ -182,6 +182,10 @@ def _response_for(request: Request, exc: Exception) -> Response:
         return _unavailable("database", f"the database did not answer: {type(exc).__name__}")
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return _unavailable("dependency", "a dependency did not answer within the request timeout")
+    if isinstance(exc, OSError):
+        # asyncpg fails a connect to a server that is down with a plain OSError (refused, or no
+        # socket file), which SQLAlchemy passes on unwrapped; the ledger wraps its own errors.
+        return _unavailable("database", f"the database did not answer: {type(exc).__name__}")
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return render(
         Problem("about:blank", "Internal Server Error", 500, "an unexpected error occurred")
