@@ -7,6 +7,10 @@ announces each change with a locust message, so that users on every worker see i
 
 from __future__ import annotations
 
+import logging
+
+log = logging.getLogger("load")
+
 STEADY = "steady"
 SPIKE = "spike"
 MESSAGE = "load-phase"
@@ -21,7 +25,10 @@ def set_phase(name: str) -> None:
 
 def on_message(environment: object = None, msg: object = None, **_: object) -> None:
     """Listener of MESSAGE: the phase the shape announced."""
-    set_phase(str(getattr(msg, "data", STEADY)))
+    name = str(getattr(msg, "data", STEADY))
+    if name != current:
+        log.info("flash sale: %s phase (announced)", name)
+    set_phase(name)
 
 
 def flash_phase(t: float, duration: float, spike_at: float, spike_for: float) -> str | None:

@@ -4,12 +4,16 @@
    (fresh data directory, free port, generated keys; `--workers`), or `--url` with keys from
    options or LOAD_ADMIN_KEY / LOAD_OMS_KEY / LOAD_STOREFRONT_KEY.
 2. The seed (`load.seed`, admin key), unless `--no-seed` (then `--manifest` of an earlier seed).
-3. Every position of the seeded SKUs, read before the load.
+3. Every position of the seeded SKUs, read before the load (`before.json`); then a wait until
+   the service's journal has caught up with the seed.
 4. locust, headless, as a subprocess: `-u/-r/-t`, `--shape`, the CSV (`load_stats.csv`, ...) and
    HTML report into the results directory (default `load/results/<UTC time>/`), its log in
-   `locust.log`; anything after `--` goes to locust as is (e.g. `-- --oms-weight 5`).
-5. The changes the load left unacknowledged are settled (`load.resolve`), every position is read
-   again, and the checks run: nothing oversold, every unit accounted for (`load.conservation`).
+   `locust.log`; anything after `--` goes to locust as is (e.g. `-- --oms-weight 5`). With
+   `--expect-workers N` locust runs as a master and waits for N workers started elsewhere.
+5. The stock checks (`load.check`): the changes the load left unacknowledged are settled, every
+   position is read again; nothing oversold, every unit accounted for. In a distributed run
+   whose workers' change logs are not in the results directory, they are left for
+   `python -m load.check` once the logs are copied there.
 6. The SLO verdict (`load.slo`, `load/slo.toml` or `--slo-file`, `--slo KEY=VALUE` overrides):
    a table of p50/p99 per endpoint, the error rate, the shortages; PASS or FAIL.
 
@@ -29,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from load import changes, conservation, manifest, positions, resolve, seed, slo
+from load import check, manifest, seed, slo
 from load.http import Api, ApiError
 from load.server import Keys, Server
 
@@ -38,8 +42,8 @@ LOCUSTFILE = HERE / "locustfile.py"
 RESULTS = HERE / "results"
 LOCUST_GRACE_S = 120
 STOP_TIMEOUT_S = 5
-SHOWN = 10  # oversold positions and mismatches printed at most
 SETTLE_TIMEOUT_S = 120
+WORKERS_WAIT_S = 300
 
 
 class RunError(RuntimeError):
@@ -76,6 +80,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     load.add_argument("--users", type=int, default=50, help="default 50")
     load.add_argument("--spawn-rate", type=float, default=10.0, help="users/s (default 10)")
     load.add_argument("--shape", choices=("steady", "flash"), default="steady")
+    load.add_argument(
+        "--expect-workers",
+        type=int,
+        default=0,
+        help="run locust as a master and wait for this many workers (started elsewhere)",
+    )
     data = p.add_argument_group("seed")
     data.add_argument("--no-seed", action="store_true", help="reuse the seed of --manifest")
     data.add_argument("--manifest", type=Path, help="with --no-seed: the earlier manifest")
@@ -133,8 +143,13 @@ def run_locust(
         "-u", str(args.users), "-r", str(args.spawn_rate), "-t", f"{args.duration}s",
         "--stop-timeout", str(STOP_TIMEOUT_S), "--shape", args.shape,
         "--csv", str(out / "load"), "--html", str(out / "report.html"), "--host", url,
-        *extra,
     ]  # fmt: skip
+    if args.expect_workers:
+        command += [
+            "--master", "--expect-workers", str(args.expect_workers),
+            "--expect-workers-max-wait", str(WORKERS_WAIT_S),
+        ]  # fmt: skip
+    command += extra
     env = {
         **os.environ,
         "LOAD_MANIFEST": str(manifest_path),
@@ -148,7 +163,8 @@ def run_locust(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
-            return proc.wait(timeout=args.duration + STOP_TIMEOUT_S + LOCUST_GRACE_S)
+            grace = LOCUST_GRACE_S + (WORKERS_WAIT_S if args.expect_workers else 0)
+            return proc.wait(timeout=args.duration + STOP_TIMEOUT_S + grace)
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -157,33 +173,6 @@ def run_locust(
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
             raise RunError(f"locust did not finish in time; see {log_path}") from None
-
-
-def check_stock(
-    oms: Api, apis: dict[str, Api], skus: tuple[str, ...], before: dict[str, int], out: Path
-) -> tuple[bool, list[str]]:
-    recorded = changes.read_directory(out)
-    settled, unknown = resolve.settle(
-        recorded.values(), apis, changes.ChangeLog(out, "changes-resolved.jsonl")
-    )
-    totals = changes.net(recorded.values())
-    report = conservation.check(before, positions.read_all(oms, skus), totals)
-    lines = [
-        f"stock changes recorded: {len(recorded)} ({totals.applied} applied, {totals.refused} "
-        f"refused, {settled} settled after the run, {unknown} still unknown)",
-        "net units by kind: "
-        + (", ".join(f"{k} {v:+d}" for k, v in sorted(totals.by_kind.items())) or "none"),
-        f"oversold check: {report.positions} positions, {len(report.oversold)} with reserved + "
-        f"held > on_hand: {'ok' if not report.oversold else 'FAIL'}",
-    ]
-    lines += [f"  oversold: {p}" for p in report.oversold[:SHOWN]]
-    lines.append(
-        f"conservation check: {report.skus} SKUs, on_hand + inbound = before + net changes"
-        + (f" ({report.uncertain_skus} SKUs within a range)" if report.uncertain_skus else "")
-        + f", {len(report.mismatches)} mismatches: {'ok' if not report.mismatches else 'FAIL'}"
-    )
-    lines += [f"  mismatch: {m}" for m in report.mismatches[:SHOWN]]
-    return report.ok, lines
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
@@ -217,12 +206,10 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             )
             manifest.write(manifest_path, seeded)
             say(seed.summary(seeded, time.perf_counter() - started) + f" (stock via {via})")
-        oms = Api(url, keys.oms, concurrency=16)
-        apis = {"oms": oms, "storefront": Api(url, keys.storefront, concurrency=4)}
-        before: dict[str, int] = {}
+        apis = check.apis_for(url, keys.oms, keys.storefront)
         if not args.no_check:
-            before = conservation.totals(positions.read_all(oms, seeded.skus))
-        waited, lag = wait_settled(oms)
+            check.snapshot(apis, seeded.skus, out)
+        waited, lag = wait_settled(apis["oms"])
         if waited >= 1 or lag:
             say(f"waited {waited:.0f} s for the journal to catch up with the seed (lag {lag})")
         say(
@@ -237,11 +224,19 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             *slo.parse_stats(stats.read_text()), slo.load_slo(args.slo_file, args.slo)
         )
         lines = ["", slo.render(verdict), ""]
-        stock_ok = True
+        stock_ok, pending = True, False
+        found = len(check.change_files(out))
         if args.no_check:
-            lines.append("conservation check: skipped (--no-check)")
+            lines.append("stock checks: skipped (--no-check)")
+        elif args.expect_workers and found < args.expect_workers:
+            pending = True
+            lines.append(
+                f"stock checks: pending, {found} of {args.expect_workers} workers' change logs "
+                f"are in {out}; copy the others there, then: python -m load.check {out} "
+                f"--url {url}"
+            )
         else:
-            stock_ok, stock_lines = check_stock(oms, apis, seeded.skus, before, out)
+            stock_ok, stock_lines = check.run_checks(apis, out)
             lines += stock_lines
         passed = verdict.ok and stock_ok
         reasons = []
@@ -253,9 +248,11 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             reasons.append("error rate over its SLO")
         if not stock_ok:
             reasons.append("stock check failed")
+        if passed and pending:
+            reasons.append("stock checks pending")
         lines.append(
             f"OVERALL: {'PASS' if passed else 'FAIL'}"
-            + ("" if passed else f" ({'; '.join(reasons)})")
+            + (f" ({'; '.join(reasons)})" if reasons else "")
         )
         lines.append(f"report: {out / 'report.html'}, CSV: {out / 'load_stats.csv'}")
         text = "\n".join(lines)

@@ -39,11 +39,7 @@ def test_load_run_small_flash_sale(tmp_path: Path) -> None:
     assert "oversold check:" in out and "0 with reserved + held > on_hand: ok" in out
     assert "conservation check:" in out and "0 mismatches: ok" in out
     assert "OVERALL: PASS" in out
-    assert (
-        (results / "verdict.txt")
-        .read_text()
-        .endswith(out.split("OVERALL: PASS")[1].split("\n")[1] + "\n")
-    )
+    assert "OVERALL: PASS" in (results / "verdict.txt").read_text()
     assert "flash sale: spike phase" in (results / "locust.log").read_text()
     assert list(results.glob("changes-*.jsonl"))
     assert "server stopped (exit 0)" in out
