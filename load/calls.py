@@ -123,12 +123,18 @@ class Caller:
                 r.request_meta["name"] = name + IN_PROGRESS_SUFFIX
                 r.success()
             elif status == 0:
-                r.failure(f"no answer: {getattr(r, 'error', None)!r}")
+                r.failure(f"no answer: {_transport_error(getattr(r, 'error', None))}")
             else:
                 r.failure(f"{status} {_problem(body)}")
             if outcome not in expected and outcome not in (Outcome.OK, Outcome.RETRY):
                 outcome = Outcome.FAIL
         return Answer(outcome, status, body), outcome is not Outcome.RETRY
+
+
+def _transport_error(error: object) -> str:
+    """The cause of a transport error without its URL (so failures group per cause)."""
+    cause = getattr(error, "original", None) or error
+    return f"{type(cause).__name__}: {cause}" if cause is not None else "unknown"
 
 
 def _problem(body: bytes) -> str:

@@ -161,13 +161,14 @@ def _fmt_ms(value: float | None) -> str:
 
 def render(verdict: Verdict) -> str:
     """The verdict as a plain-text table and summary lines."""
-    header = ("endpoint", "requests", "p50 ms", "p99 ms", "SLO p99", "ok")
+    header = ("endpoint", "requests", "fails", "p50 ms", "p99 ms", "SLO p99", "ok")
     table = [header]
     for j in verdict.rows:
         table.append(
             (
                 j.row.label,
                 str(j.row.requests),
+                str(j.row.failures),
                 _fmt_ms(j.row.p50_ms),
                 _fmt_ms(j.row.p99_ms),
                 _fmt_ms(j.slo_p99_ms),

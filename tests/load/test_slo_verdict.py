@@ -73,6 +73,7 @@ def test_within_every_objective_passes() -> None:
     assert [c.strip() for c in line.split("|")] == [
         "POST /v1/orders",
         "680",
+        "1",
         "19",
         "100",
         "250",
