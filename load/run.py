@@ -71,10 +71,14 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(prog="python -m load.run", description=__doc__.split("\n")[0])
     target = p.add_argument_group("target")
     target.add_argument("--url", help="a running service (default: start one here)")
-    target.add_argument("--admin-key", default=os.environ.get("LOAD_ADMIN_KEY"))
-    target.add_argument("--oms-key", default=os.environ.get("LOAD_OMS_KEY"))
-    target.add_argument("--storefront-key", default=os.environ.get("LOAD_STOREFRONT_KEY"))
-    target.add_argument("--workers", type=int, default=2, help="workers of the started server")
+    for role in ("admin", "oms", "storefront"):
+        env = f"LOAD_{role.upper()}_KEY"
+        target.add_argument(
+            f"--{role}-key", default=os.environ.get(env), help=f"with --url (default ${env})"
+        )
+    target.add_argument(
+        "--workers", type=int, default=2, help="worker processes of the started server (2)"
+    )
     load = p.add_argument_group("load")
     load.add_argument("--duration", type=parse_duration, default=60, help="default 60s")
     load.add_argument("--users", type=int, default=50, help="default 50")
@@ -87,7 +91,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         help="run locust as a master and wait for this many workers (started elsewhere)",
     )
     data = p.add_argument_group("seed")
-    data.add_argument("--no-seed", action="store_true", help="reuse the seed of --manifest")
+    data.add_argument("--no-seed", action="store_true", help="the target is already seeded")
     data.add_argument("--manifest", type=Path, help="with --no-seed: the earlier manifest")
     seed.add_catalogue_arguments(data)
     data.add_argument(
@@ -97,9 +101,17 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         help="auto: receipts on a server started here (fast), put on --url",
     )
     judge = p.add_argument_group("verdict")
-    judge.add_argument("--slo-file", type=Path, default=slo.DEFAULT_SLO_FILE)
-    judge.add_argument("--slo", action="append", default=[], metavar="KEY=VALUE")
-    judge.add_argument("--no-check", action="store_true", help="skip the conservation check")
+    judge.add_argument(
+        "--slo-file", type=Path, default=slo.DEFAULT_SLO_FILE, help="default load/slo.toml"
+    )
+    judge.add_argument(
+        "--slo",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help='override one SLO: error_rate=0.005, default=300, "POST /v1/orders=300" (ms)',
+    )
+    judge.add_argument("--no-check", action="store_true", help="skip the stock checks")
     judge.add_argument("--results", type=Path, help="default load/results/<UTC time>/")
     args = p.parse_args(argv)
     if args.no_seed and not args.manifest:

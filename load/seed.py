@@ -139,11 +139,17 @@ def catalogue_of(args: argparse.Namespace) -> network.Catalogue:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m load.seed", description=__doc__.split("\n")[0])
     p.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
-    p.add_argument("--admin-key", default=os.environ.get("LOAD_ADMIN_KEY"))
-    p.add_argument("--oms-key", default=os.environ.get("LOAD_OMS_KEY"))
-    p.add_argument("--storefront-key", default=os.environ.get("LOAD_STOREFRONT_KEY"))
+    p.add_argument("--admin-key", default=os.environ.get("LOAD_ADMIN_KEY"), help="$LOAD_ADMIN_KEY")
+    for role in ("oms", "storefront"):
+        env = f"LOAD_{role.upper()}_KEY"
+        p.add_argument(f"--{role}-key", default=os.environ.get(env), help=f"checked (${env})")
     add_catalogue_arguments(p)
-    p.add_argument("--stock-via", choices=("put", "receipts"), default="put")
+    p.add_argument(
+        "--stock-via",
+        choices=("put", "receipts"),
+        default="put",
+        help="put: counted quantities (default); receipts: batches, for an empty service",
+    )
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
     p.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
     args = p.parse_args(argv)
