@@ -488,7 +488,7 @@ def build(results_dir: Path, runs: Mapping[str, Any]) -> dict[str, Any]:
         "sources": sources,
         "rows": rows,
         "correctness": correctness(results),
-        "plots": {name: str(p) for name, p in plotted.items()},
+        "plots": {name: p.name if isinstance(p, Path) else p for name, p in plotted.items()},
         "notes": notes,
     }
     results_dir.mkdir(parents=True, exist_ok=True)
