@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-all test-soak bench bench-routing bench-batch lint lock clean
+.PHONY: run test test-all test-soak test-faults bench bench-routing bench-batch bench-peer bench-all load lint lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,10 @@ test: $(STAMP)  ## the full default test suite (under 15 minutes on 2 cores)
 test-all: $(STAMP)  ## everything, including the long profiles
 	$(BIN)/python -m pytest -q
 
-test-soak: $(STAMP)  ## the ledger state machines with ten times the programs (about half an hour)
+test-faults: $(STAMP)  ## the full fault and hostile-input profiles: 25 Valkey kills per durability, long outages, PostgreSQL, failovers (about 15 minutes)
+	OMNISTOCK_FAULTS_PROFILE=full $(BIN)/python -m pytest -q -m "" tests/faults tests/hostile
+
+test-soak: $(STAMP)  ## the ledger state machines with ten times the programs (about 6 minutes)
 	OMNISTOCK_PROPERTY_SCALE=10 $(BIN)/python -m pytest -q tests/property/test_ledger_state_machine.py
 
 bench: $(STAMP)  ## ledger benchmark: prints a table and writes benchmarks/results/
@@ -29,6 +32,12 @@ bench: $(STAMP)  ## ledger benchmark: prints a table and writes benchmarks/resul
 
 bench-routing: $(STAMP)  ## routing decision time, optimality gap and savings per network size
 	$(BIN)/python -m benchmarks.routing_bench
+
+bench-peer: $(STAMP)  ## omnistock against a PostgreSQL row-lock ledger, both fsyncing every write (about 90 s)
+	$(BIN)/python -m benchmarks.peer_bench
+
+bench-all: $(STAMP)  ## every benchmark one after another, then benchmarks/results/SUITE.md and plots (about 10 minutes)
+	$(BIN)/python -m benchmarks.suite
 
 bench-batch: $(STAMP)  ## 10,000 orders planned together against one by one (about a minute)
 	$(BIN)/python -m benchmarks.batch_bench
