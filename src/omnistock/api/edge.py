@@ -21,8 +21,15 @@ from omnistock.api.schemas import Problem
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
 
+_SLUGS = {
+    408: "request-timeout",
+    415: "unsupported-media-type",
+    503: "dependency-unavailable",
+}
+
+
 def _problem_bytes(status: int, title: str, detail: str, field: str | None = None) -> bytes:
-    slug = "dependency-unavailable" if status == 503 else "unsupported-media-type"
+    slug = _SLUGS[status]
     return msgspec.json.encode(
         Problem(f"urn:omnistock:problem:{slug}", title, status, detail, field)
     )
@@ -50,14 +57,25 @@ class Edge:
             return
         start = time.perf_counter()
         state = [0]  # the status once the response has started
+        body_read = [True]  # False while a body is on its way
 
         async def send_tracked(message: dict) -> None:
             if message["type"] == "http.response.start":
                 state[0] = message["status"]
             await send(message)
 
+        async def receive_tracked() -> dict:
+            message = await receive()
+            if not message.get("more_body"):
+                body_read[0] = True
+            return message
+
         try:
-            if scope["method"] in _WITH_BODY and not _json_or_empty(scope["headers"]):
+            acceptable = True
+            if scope["method"] in _WITH_BODY:
+                acceptable, has_body = _body_of(scope["headers"])
+                body_read[0] = not has_body
+            if not acceptable:
                 await _answer(
                     send_tracked,
                     415,
@@ -71,10 +89,20 @@ class Edge:
                 return
             deadline_s = self.long_paths.get(scope["path"], self.deadline_s)
             async with asyncio.timeout(deadline_s):
-                await self.app(scope, receive, send_tracked)
+                await self.app(scope, receive_tracked, send_tracked)
         except TimeoutError:
             if state[0]:
                 raise
+            if not body_read[0]:
+                # The client, not a dependency, is slow: its body never finished arriving.
+                await _answer(
+                    send_tracked,
+                    408,
+                    _problem_bytes(
+                        408, "Request timeout", "the request body did not arrive in time", "body"
+                    ),
+                )
+                return
             await _answer(
                 send_tracked,
                 503,
@@ -92,8 +120,9 @@ class Edge:
             )
 
 
-def _json_or_empty(headers: list[tuple[bytes, bytes]]) -> bool:
-    """A body must be JSON; a request without one (commit, release) needs no content type."""
+def _body_of(headers: list[tuple[bytes, bytes]]) -> tuple[bool, bool]:
+    """Whether the request is acceptable (a body must be JSON; a request without one, such as
+    commit or release, needs no content type), and whether it has a body."""
     content_type = None
     has_body = False
     for name, value in headers:
@@ -104,9 +133,9 @@ def _json_or_empty(headers: list[tuple[bytes, bytes]]) -> bool:
         elif name == b"transfer-encoding":
             has_body = True
     if content_type is None:
-        return not has_body
+        return not has_body, has_body
     media = content_type.split(b";", 1)[0].strip().lower()
-    return media == b"application/json" or media.endswith(b"+json")
+    return media == b"application/json" or media.endswith(b"+json"), has_body
 
 
 async def _answer(send: Any, status: int, body: bytes, *, retry_after: bool = False) -> None:

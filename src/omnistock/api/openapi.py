@@ -2,7 +2,7 @@
 show.
 
 Litestar documents each handler's success response and a generic 400. The service also answers
-problem+json 400/401/403/404/409/413/415/422/503, takes the bearer key and an Idempotency-Key
+problem+json 400/401/403/404/408/409/413/415/422/503, takes the bearer key and an Idempotency-Key
 header, refuses ids that do not match the id pattern and bodies with unknown fields. Each
 operation is completed here when the document is first built (lazily: apps that never serve it
 pay nothing), from the handler's role, whether it takes a body, and the tables below for what no
@@ -121,6 +121,7 @@ _PROBLEM_TEXT = {
     404: "No such resource",
     409: "Not enough stock (with shortages), an illegal state change, a version mismatch, or "
     "the first request with this Idempotency-Key still running",
+    408: "The body did not arrive within the request timeout",
     413: "Body too large",
     415: "The body is not application/json",
     422: "Invalid input, naming the field; or an Idempotency-Key reused for another request",
@@ -277,7 +278,7 @@ def _complete(op: Operation, role: Role | None, has_body: bool, writes: bool) ->
     if idempotency:
         statuses |= {409, 422}
     if has_body:
-        statuses |= {413, 422}
+        statuses |= {408, 413, 422}
     if writes:
         statuses.add(415)
     if parameters:
