@@ -43,6 +43,7 @@ RESULTS = HERE / "results"
 LOCUST_GRACE_S = 120
 STOP_TIMEOUT_S = 5
 SETTLE_TIMEOUT_S = 120
+NODE_PROPAGATION_S = 1.5  # the service refreshes each worker's node cache every second
 WORKERS_WAIT_S = 300
 
 
@@ -129,11 +130,17 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def wait_settled(api: Api, deadline_s: float = SETTLE_TIMEOUT_S) -> tuple[float, int | None]:
-    """Waits until the service's journal has caught up with the seed (`/readyz` reports the
-    projector's lag), so that the load is not measured against a backlog of seed events.
-    Returns the seconds waited and the last lag seen (None: the service does not report one)."""
+def wait_settled(
+    api: Api, seeded_at: float | None, deadline_s: float = SETTLE_TIMEOUT_S
+) -> tuple[float, int | None]:
+    """Waits until the seed has settled: node changes reach every worker's catalog cache
+    within a second (`NODE_PROPAGATION_S` after `seeded_at`, a `time.monotonic()`), and the
+    service's journal has caught up with the seed's events (`/readyz` reports the projector's
+    lag), so that the load is not measured against a backlog. Returns the seconds waited and
+    the last lag seen (None: the service does not report one)."""
     started = time.monotonic()
+    if seeded_at is not None:
+        time.sleep(max(0.0, seeded_at + NODE_PROPAGATION_S - started))
     lag: int | None = None
     while time.monotonic() - started < deadline_s:
         try:
@@ -174,17 +181,26 @@ def run_locust(
         proc = subprocess.Popen(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+        grace = LOCUST_GRACE_S + (WORKERS_WAIT_S if args.expect_workers else 0)
         try:
-            grace = LOCUST_GRACE_S + (WORKERS_WAIT_S if args.expect_workers else 0)
             return proc.wait(timeout=args.duration + STOP_TIMEOUT_S + grace)
         except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            _end(proc)
             raise RunError(f"locust did not finish in time; see {log_path}") from None
+        except BaseException:  # interrupted: locust runs in its own session, so end it here
+            _end(proc)
+            raise
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (locust writes its reports and exits), then SIGKILL to its process group."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
@@ -203,6 +219,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             url, keys = server.url, server.keys
         say(f"target {url}; results in {out}")
         manifest_path = out / "manifest.json"
+        seeded_at = None
         if args.no_seed:
             seeded = manifest.read(args.manifest)
             manifest.write(manifest_path, seeded)
@@ -216,13 +233,14 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
                 stock_via=via,
                 role_keys={"oms": keys.oms, "storefront": keys.storefront},
             )
+            seeded_at = time.monotonic()
             manifest.write(manifest_path, seeded)
             say(seed.summary(seeded, time.perf_counter() - started) + f" (stock via {via})")
         apis = check.apis_for(url, keys.oms, keys.storefront)
         if not args.no_check:
             check.snapshot(apis, seeded.skus, out)
-        waited, lag = wait_settled(apis["oms"])
-        if waited >= 1 or lag:
+        waited, lag = wait_settled(apis["oms"], seeded_at)
+        if waited >= 2 or lag:
             say(f"waited {waited:.0f} s for the journal to catch up with the seed (lag {lag})")
         say(
             f"locust: {args.users} users at {args.spawn_rate:g}/s for {args.duration} s, "
