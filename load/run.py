@@ -298,9 +298,19 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             say(f"server stopped (exit {code})")
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse_args(argv)
-    return run(args, extra)
+    # SIGTERM (a CI job cancelled) unwinds like Ctrl-C: locust and the server are stopped.
+    signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        return run(args, extra)
+    except KeyboardInterrupt:
+        say("load run interrupted")
+        return 130
 
 
 if __name__ == "__main__":
