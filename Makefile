@@ -42,9 +42,21 @@ bench-all: $(STAMP)  ## every benchmark one after another, then benchmarks/resul
 bench-batch: $(STAMP)  ## 10,000 orders planned together against one by one (about a minute)
 	$(BIN)/python -m benchmarks.batch_bench
 
+# SRE load test (load/README.md): make load [URL=...] [DURATION=60s] [USERS=50] [SHAPE=flash]
+URL        ?=
+DURATION   ?= 60s
+USERS      ?= 50
+SPAWN_RATE ?= 10
+SHAPE      ?= steady
+LOAD_ARGS  ?=
+
+load: $(STAMP)  ## seed, run locust headless, print the SLO verdict, check nothing was oversold
+	$(BIN)/python -m load.run --duration $(DURATION) --users $(USERS) \
+		--spawn-rate $(SPAWN_RATE) --shape $(SHAPE) $(if $(URL),--url $(URL)) $(LOAD_ARGS)
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks load
+	$(BIN)/ruff format --check src tests benchmarks load
 
 lock:  ## re-pin every dependency (needs uv on PATH)
 	uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 -o requirements.lock
