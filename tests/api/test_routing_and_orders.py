@@ -225,3 +225,36 @@ async def test_batch_shares_stock_between_orders_and_reserves_nothing(client, id
     )
     positions = await snapshot(client, [(nodes["ber"], sku), (nodes["dc"], sku)])
     assert [p["reserved"] for p in positions] == [0, 0]
+
+
+async def test_a_pickup_store_made_through_another_worker_is_routable_at_once(
+    tmp_path, valkey_server, ids: Ids
+) -> None:
+    """Two workers share the database; the second has cached the catalog before the store
+    exists and does not refresh (its periodic refresh is a second away)."""
+    from litestar.testing import AsyncTestClient
+
+    from omnistock.api.app import create_asgi
+    from tests.api.conftest import settings_for
+
+    settings = settings_for(tmp_path, valkey_server.url)
+    async with (
+        AsyncTestClient(app=create_asgi(settings), timeout=10) as first,
+        AsyncTestClient(app=create_asgi(settings), timeout=10) as second,
+    ):
+        store, sku = ids.node("st"), ids.sku()
+        await make_node(first, store, kind="store", pickup=True, cost=COST)
+        await set_stock(first, store, sku, 3)
+        quote = await second.post(
+            "/v1/routing/quote",
+            json=_order([(sku, 1)], pickup_node_id=store),
+            headers=auth("storefront"),
+        )
+        assert quote.status_code == 200, quote.text
+        assert [s["node_id"] for s in quote.json()["shipments"]] == [store]
+        order = await second.post(
+            "/v1/orders",
+            json=_order([(sku, 1)], pickup_node_id=store, order_id=ids.key()),
+            headers=idem(ids.key()),
+        )
+        assert order.status_code == 201, order.text

@@ -2,8 +2,10 @@
 
 A worker sees its own changes at once. Changes made by other workers (or processes) are picked
 up by ``refresh``, which the runtime calls every second; a node the cache does not know yet is
-looked up in the database before it is called unknown, so a new node is usable everywhere at
-once, and only an edit to an existing node can take up to a second to reach other workers.
+looked up in the database before it is called unknown, so a new node named by a request is
+usable everywhere at once (``network_naming`` does the same for a routing network). Only an edit
+to an existing node, or a new node no request names (a candidate source for routing), can take
+up to a second to reach other workers.
 """
 
 from __future__ import annotations
@@ -129,6 +131,12 @@ class NodeCatalog:
         self._signature = signature
         self._network = None
         return True
+
+    async def network_naming(self, *node_ids: str | None) -> Network:
+        """The routing network, holding every node named (None names none) that exists, even
+        one made by another worker since the last refresh."""
+        await self.unknown(n for n in node_ids if n is not None)
+        return self.network()
 
     def network(self) -> Network:
         """The routing network of every cached node, rebuilt only when the catalog changed."""

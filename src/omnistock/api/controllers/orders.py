@@ -52,7 +52,7 @@ class OrdersController(Controller):
         try:
             reservation, plan = await orders.place_order(
                 services.ledger,
-                services.catalog.network(),
+                await services.catalog.network_naming(data.pickup_node_id),
                 order,
                 order_id=data.order_id,
                 op_id=op_id,

@@ -72,7 +72,8 @@ class RoutingController(Controller):
         order = route_request(
             data.lines, data.destination, data.pickup_node_id, data.strategy, data.max_shipments
         )
-        return await orders.plan(services.ledger, services.catalog.network(), order)
+        network = await services.catalog.network_naming(data.pickup_node_id)
+        return await orders.plan(services.ledger, network, order)
 
     @post(
         "/batch",
