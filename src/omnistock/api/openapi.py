@@ -28,6 +28,7 @@ from litestar.openapi.spec import (
     Schema,
     SecurityScheme,
 )
+from litestar.params import KwargDefinition
 from litestar.plugins import OpenAPISchemaPlugin
 from litestar.typing import FieldDefinition
 
@@ -223,18 +224,52 @@ def _completed(handler: HTTPRouteHandler) -> type[Operation]:
     role = handler.opt.get("role")
     has_body = "data" in handler.parsed_fn_signature.parameters
     writes = bool(handler.http_methods & {"POST", "PUT", "PATCH"})
+    bounds = _integer_bounds(handler)
 
     @dataclasses.dataclass
     class Completed(base):  # type: ignore[valid-type,misc]
         def __post_init__(self) -> None:
             if hasattr(base, "__post_init__"):
                 base.__post_init__(self)  # type: ignore[attr-defined]
-            _complete(self, role, has_body, writes)
+            _complete(self, role, has_body, writes, bounds)
 
     return Completed
 
 
-def _complete(op: Operation, role: Role | None, has_body: bool, writes: bool) -> None:
+_BOUNDS = (
+    ("ge", "minimum"),
+    ("le", "maximum"),
+    ("gt", "exclusive_minimum"),
+    ("lt", "exclusive_maximum"),
+)
+
+
+def _integer_bounds(handler: HTTPRouteHandler) -> dict[str, dict[str, int]]:
+    """The integer bounds of the handler's parameters, by parameter name, as declared. Litestar
+    documents a required integer's bounds as floats, and ``float(2**63 - 1)`` is ``2**63``: a
+    client (or a fuzzer) trusting the document would send a value the decoder refuses."""
+    found: dict[str, dict[str, int]] = {}
+    for name, field in handler.parsed_fn_signature.parameters.items():
+        kwargs = field.kwarg_definition
+        if not isinstance(kwargs, KwargDefinition):
+            continue
+        exact = {
+            attr: value
+            for key, attr in _BOUNDS
+            if isinstance(value := getattr(kwargs, key), int) and not isinstance(value, bool)
+        }
+        if exact:
+            found[getattr(kwargs, "query", None) or name] = exact
+    return found
+
+
+def _complete(
+    op: Operation,
+    role: Role | None,
+    has_body: bool,
+    writes: bool,
+    bounds: dict[str, dict[str, int]],
+) -> None:
     op_id = op.operation_id or ""
     idempotency = (
         "required"
@@ -247,6 +282,10 @@ def _complete(op: Operation, role: Role | None, has_body: bool, writes: bool) ->
     for p in parameters:
         if isinstance(p, Parameter) and p.param_in == "path":
             p.schema = _ID
+        elif isinstance(p, Parameter) and isinstance(p.schema, Schema) and p.name in bounds:
+            for attr, value in bounds[p.name].items():
+                if getattr(p.schema, attr) is not None:
+                    setattr(p.schema, attr, value)
     if idempotency:
         parameters.append(
             Parameter(
