@@ -331,8 +331,13 @@ def _complete(
                 description="Not ready: which dependency failed", content=ready.content
             )
             continue
+        description = _PROBLEM_TEXT[status]
+        if status == 422 and any(
+            isinstance(p, Parameter) and p.param_in == "query" for p in parameters
+        ):
+            description += "; or a query parameter this operation does not take"
         responses[str(status)] = OpenAPIResponse(
-            description=_PROBLEM_TEXT[status],
+            description=description,
             content={PROBLEM_MEDIA_TYPE: OpenAPIMediaType(schema=PROBLEM)},
         )
     op.responses = responses

@@ -1,7 +1,9 @@
 """History (oms): what happened to a position, and the whole journal for downstream systems.
 
 The journal is written by the projector from the ledger's event streams, so it trails the live
-ledger by the projector's lag (see /metrics)."""
+ledger by the projector's lag (see /metrics). A query parameter these routes do not take is
+refused with 422 naming it (as availability does), so a misspelt ``limit`` or ``before`` is not
+silently read as the default."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from litestar.params import FromPath, Parameter
 from omnistock.api.auth import Role
 from omnistock.api.paths import checked_id
 from omnistock.api.schemas import Deltas, EventsPage, HistoryPage, JournalEntry, timestamp
+from omnistock.domain.errors import InvalidInput
 from omnistock.store import journal
 
 MAX_PAGE = 1000
@@ -21,6 +24,16 @@ MAX_SEQ = 2**63 - 1
 database (SQLite cannot bind it)."""
 
 Limit = Annotated[int, Parameter(ge=1, le=MAX_PAGE, description="entries per page")]
+HISTORY_QUERY = frozenset({"limit", "before"})
+EVENTS_QUERY = frozenset({"after", "limit"})
+
+
+def only_known_query(request: Request, known: frozenset[str]) -> None:
+    """Refuses a query parameter the route does not take, naming it."""
+    if request.scope["query_string"]:
+        for name in request.query_params:
+            if name not in known:
+                raise InvalidInput(name, "unknown query parameter")
 
 
 def entry(row: dict[str, Any]) -> JournalEntry:
@@ -60,6 +73,7 @@ class JournalController(Controller):
         limit: Limit = 50,
         before: Annotated[int | None, Parameter(ge=1, le=MAX_SEQ)] = None,
     ) -> HistoryPage:
+        only_known_query(request, HISTORY_QUERY)
         checked_id("node_id", node_id)
         checked_id("sku", sku)
         engine = request.app.state.services.engine
@@ -78,5 +92,6 @@ class JournalController(Controller):
         after: Annotated[int, Parameter(ge=0, le=MAX_SEQ)] = 0,
         limit: Limit = 100,
     ) -> EventsPage:
+        only_known_query(request, EVENTS_QUERY)
         rows = await journal.after(request.app.state.services.engine, after, limit=limit)
         return EventsPage([entry(r) for r in rows], rows[-1]["seq"] if rows else after)

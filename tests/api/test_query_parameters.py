@@ -1,0 +1,42 @@
+"""Every route that takes query parameters refuses one it does not take with 422 naming it, so a
+misspelt parameter (``limt=10``, ``befor=42``) is never silently read as its default. Its known
+parameters still work beside the check."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.api.conftest import auth, client  # noqa: F401
+
+ROUTES = [
+    ("/v1/availability/s-1", {"node_id": "n-1"}),
+    ("/v1/events", {"after": 0, "limit": 5}),
+    ("/v1/stock/n-1/s-1/history", {"limit": 5, "before": 7}),
+]
+
+
+@pytest.mark.parametrize(("path", "known"), ROUTES)
+async def test_an_unknown_query_parameter_is_refused_naming_it(
+    client,  # noqa: F811
+    path: str,
+    known: dict,
+) -> None:
+    ok = await client.get(path, params=known, headers=auth("admin"))
+    assert ok.status_code == 200, ok.text
+
+    for unknown in ("limt", "é\u2603", "near_km"):
+        refused = await client.get(path, params={**known, unknown: "1"}, headers=auth("admin"))
+        assert refused.status_code == 422, (unknown, refused.text)
+        assert refused.headers["content-type"] == "application/problem+json"
+        problem = refused.json()
+        assert problem["field"] == unknown
+        assert problem["detail"].endswith("unknown query parameter")
+
+
+def test_the_document_says_unknown_query_parameters_are_refused() -> None:
+    from tests.hostile.support import served_document
+
+    paths = served_document()["paths"]
+    for path in ("/v1/availability/{sku}", "/v1/events", "/v1/stock/{node_id}/{sku}/history"):
+        description = paths[path]["get"]["responses"]["422"]["description"]
+        assert "query parameter this operation does not take" in description, path
