@@ -26,6 +26,7 @@ from omnistock.api.controllers.routing import BATCH_DEADLINE_S, RoutingControlle
 from omnistock.api.controllers.service import DiagnosticsController, ServiceController
 from omnistock.api.controllers.stock import StockController
 from omnistock.api.controllers.transfers import TransfersController
+from omnistock.api.controllers.ui import DashboardController
 from omnistock.api.edge import Edge
 from omnistock.api.metrics import Metrics
 from omnistock.api.openapi import COMPONENTS, ExactStructSchemas, document_outcomes
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
             RoutingController,
             OrdersController,
             JournalController,
+            DashboardController,
         ],
         lifespan=[lifespan],
         middleware=[auth_middleware],

@@ -262,6 +262,24 @@ class HoldOut(msgspec.Struct, omit_defaults=True):
     source_node_id: str | None = None
 
 
+# -- lists ---------------------------------------------------------------------------------------
+
+
+class ReservationPage(msgspec.Struct):
+    items: list[ReservationOut]
+    next_after: str | None
+
+
+class HoldPage(msgspec.Struct):
+    items: list[HoldOut]
+    next_after: str | None
+
+
+class TransferPage(msgspec.Struct):
+    items: list[TransferOut]
+    next_after: str | None
+
+
 # -- routing and orders -------------------------------------------------------------------------
 
 Strategy = Literal["cost", "fewest_shipments", "closest", "priority"]

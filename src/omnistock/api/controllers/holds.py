@@ -8,9 +8,10 @@ from litestar.params import FromPath, JSONBody
 from omnistock.api import views
 from omnistock.api.auth import Role
 from omnistock.api.bodies import strict
+from omnistock.api.controllers.lists import After, HoldStatus, Limit, list_page
 from omnistock.api.idempotency import operation, replay_headers
 from omnistock.api.paths import checked_id
-from omnistock.api.schemas import HoldIn, HoldOut
+from omnistock.api.schemas import HoldIn, HoldOut, HoldPage
 from omnistock.domain.errors import InsufficientStock, InvalidInput
 from omnistock.domain.movement import Hold, SkuQty, merge_sku_lines
 from omnistock.routing.sourcing import nearest_source
@@ -66,6 +67,24 @@ class HoldsController(Controller):
         else:
             hold = await _place_anywhere(services, store, lines, place)
         return Response(views.hold(hold), status_code=201, headers=replay_headers(claim))
+
+    @get(
+        "/",
+        operation_id="listHolds",
+        summary="Holds by status (default placed and ready), newest first, as of the journal",
+    )
+    async def list_all(
+        self,
+        request: Request,
+        status: HoldStatus = None,
+        limit: Limit = 50,
+        after: After = None,
+    ) -> HoldPage:
+        ledger = request.app.state.services.ledger
+        items, next_after = await list_page(
+            request, "h", status, limit, after, ledger.get_hold, views.hold
+        )
+        return HoldPage(items, next_after)
 
     @get("/{hold_id:str}", operation_id="getHold", summary="A hold")
     async def get_one(self, request: Request, hold_id: FromPath[str]) -> HoldOut:

@@ -9,9 +9,10 @@ from litestar.params import FromPath, JSONBody
 from omnistock.api import views
 from omnistock.api.auth import Role
 from omnistock.api.bodies import strict
+from omnistock.api.controllers.lists import After, Limit, ReservationStatus, list_page
 from omnistock.api.idempotency import operation, replay_headers
 from omnistock.api.paths import checked_id
-from omnistock.api.schemas import ReservationOut, ReserveIn
+from omnistock.api.schemas import ReservationOut, ReservationPage, ReserveIn
 from omnistock.domain.errors import InsufficientStock, InvalidInput
 from omnistock.domain.stock import Line
 
@@ -44,6 +45,25 @@ class ReservationsController(Controller):
         return Response(
             views.reservation(reservation), status_code=201, headers=replay_headers(claim)
         )
+
+    @get(
+        "/",
+        operation_id="listReservations",
+        summary="Reservations by status (default active), newest first, as of the journal",
+    )
+    async def list_all(
+        self,
+        request: Request,
+        state: State,
+        status: ReservationStatus = None,
+        limit: Limit = 50,
+        after: After = None,
+    ) -> ReservationPage:
+        ledger = state.services.ledger
+        items, next_after = await list_page(
+            request, "r", status, limit, after, ledger.get_reservation, views.reservation
+        )
+        return ReservationPage(items, next_after)
 
     @get("/{reservation_id:str}", operation_id="getReservation", summary="A reservation")
     async def get_one(self, state: State, reservation_id: FromPath[str]) -> ReservationOut:

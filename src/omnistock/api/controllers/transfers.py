@@ -8,9 +8,10 @@ from litestar.params import FromPath, JSONBody
 from omnistock.api import views
 from omnistock.api.auth import Role
 from omnistock.api.bodies import strict
+from omnistock.api.controllers.lists import After, Limit, TransferStatus, list_page
 from omnistock.api.idempotency import operation, replay_headers
 from omnistock.api.paths import checked_id
-from omnistock.api.schemas import ReceiveIn, TransferIn, TransferOut
+from omnistock.api.schemas import ReceiveIn, TransferIn, TransferOut, TransferPage
 from omnistock.domain.errors import InvalidInput
 from omnistock.domain.movement import SkuQty, Transfer
 
@@ -39,6 +40,25 @@ class TransfersController(Controller):
             claim=claim,
         )
         return Response(views.transfer(transfer), status_code=201, headers=replay_headers(claim))
+
+    @get(
+        "/",
+        operation_id="listTransfers",
+        summary="Transfers by status (default requested and in transit), newest first, "
+        "as of the journal",
+    )
+    async def list_all(
+        self,
+        request: Request,
+        status: TransferStatus = None,
+        limit: Limit = 50,
+        after: After = None,
+    ) -> TransferPage:
+        ledger = request.app.state.services.ledger
+        items, next_after = await list_page(
+            request, "t", status, limit, after, ledger.get_transfer, views.transfer
+        )
+        return TransferPage(items, next_after)
 
     @get("/{transfer_id:str}", operation_id="getTransfer", summary="A transfer")
     async def get_one(self, request: Request, transfer_id: FromPath[str]) -> TransferOut:
