@@ -18,7 +18,10 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 STALE_S = 60.0
 GAUGES = {
     "omnistock_projector_lag_events": "Ledger stream entries not yet in the journal.",
+    "omnistock_live_streams": "Live availability streams open.",
 }
+SUMMED = frozenset({"omnistock_live_streams"})
+"""Gauges each worker counts for itself: a scrape shows their sum, not the largest."""
 
 
 class Metrics:
@@ -28,7 +31,8 @@ class Metrics:
         # (route, method) -> [bucket counts..., +Inf count, sum]
         self.latency: dict[tuple[str, str], list[float]] = {}
         self.outcomes: dict[str, int] = defaultdict(int)
-        # Values every worker measures alike (the projector's lag): a scrape shows the largest.
+        # Values every worker measures alike (the projector's lag): a scrape shows the largest;
+        # those in SUMMED each worker counts for itself: a scrape shows their sum.
         self.gauges: dict[str, float] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -85,7 +89,10 @@ class Metrics:
             for name, count in snap["outcomes"].items():
                 total.outcomes[name] += count
             for name, value in snap.get("gauges", {}).items():
-                total.gauges[name] = max(total.gauges.get(name, value), value)
+                if name in SUMMED:
+                    total.gauges[name] = total.gauges.get(name, 0) + value
+                else:
+                    total.gauges[name] = max(total.gauges.get(name, value), value)
         return total
 
     def render(self) -> str:
@@ -117,8 +124,8 @@ class Metrics:
                 f"omnistock_http_request_duration_seconds_count{{{labels}}} {int(cumulative)}"
             )
         out += [
-            "# HELP omnistock_ledger_outcomes_total Ledger outcomes: reserved, short, committed, "
-            "released, expired, replayed, unavailable.",
+            "# HELP omnistock_ledger_outcomes_total Ledger outcomes: reserved, short, replayed, "
+            "committed, released, ordered, expired (by the sweeper), journaled (by the projector).",
             "# TYPE omnistock_ledger_outcomes_total counter",
         ]
         for name, count in sorted(m.outcomes.items()):

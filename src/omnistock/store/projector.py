@@ -434,10 +434,15 @@ class Projector:
 
     async def lag(self) -> int:
         """Events (stream entries) not yet delivered to the group, plus those delivered but not
-        yet acknowledged."""
+        yet acknowledged. Entries trimmed from the stream before the group read them still
+        count. Where the server cannot tell (entries deleted from the middle of the stream), every
+        entry still in the stream counts: an upper bound, never a reassuring 0."""
         total = 0
         for stream in self._streams:
             for group in await self._client.xinfo_groups(stream):
                 if _text(group.get("name")) == GROUP:
-                    total += int(group.get("lag") or 0) + int(group.get("pending") or 0)
+                    lag = group.get("lag")
+                    if lag is None:
+                        lag = await self._client.xlen(stream)
+                    total += int(lag) + int(group.get("pending") or 0)
         return total
