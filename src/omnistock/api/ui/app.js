@@ -155,7 +155,7 @@ async function connect() {
   $("#login").hidden = true;
   $("#dashboard").hidden = false;
   $("#session").hidden = false;
-  $("#role").textContent = `${role} key`;
+  $("#role").textContent = `${role[0].toUpperCase()}${role.slice(1)} key`;
   $("#role").dataset.role = role;
   document.body.dataset.role = role;
   await loadNodes();
@@ -429,7 +429,7 @@ function showPlan(strategy) {
         h("td", {}, label, name === CHOSEN ? h("span", { class: "tag" }, "chosen") : null),
         h("td", { class: "num" }, plan.shipments.length),
         h("td", { class: "num total-cost" }, money(plan.total_cost), short ? h("span", { class: "tag warn", title: "units that could not be placed" }, `${short} short`) : null),
-        h("td", { class: "ships-from" }, plan.shipments.map((s) => nodeName(s.node_id)).join(", ") || "–"),
+        h("td", { class: "ships-from", title: plan.shipments.map((s) => nodeName(s.node_id)).join(", ") }, plan.shipments.map((s) => nodeName(s.node_id)).join(", ") || "–"),
         h("td", { class: "num muted" }, `${Number(plan.solver.elapsed_ms).toFixed(1)} ms`),
       );
     }),
@@ -491,16 +491,21 @@ function renderOrder(order) {
       h("dd", {}, plan.strategy),
     ),
     h(
-      "ul",
-      { class: "order-shipments" },
-      plan.shipments.map((s) =>
-        h(
-          "li",
-          { dataset: { nodeId: s.node_id } },
-          h("strong", {}, nodeName(s.node_id)),
-          h("span", { class: "muted" }, ` ${Number(s.distance_km).toFixed(1)} km · `),
-          h("span", {}, s.lines.map((l) => `${l.qty} × ${l.sku}`).join(", ")),
-          h("span", { class: "cost" }, money(s.cost)),
+      "table",
+      { class: "data order-shipments" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Ships from"), h("th", {}, "Lines"), h("th", { class: "num" }, "Distance"), h("th", { class: "num" }, "Cost"))),
+      h(
+        "tbody",
+        {},
+        plan.shipments.map((s) =>
+          h(
+            "tr",
+            { dataset: { nodeId: s.node_id } },
+            h("td", {}, h("span", { class: "node-name" }, nodeName(s.node_id))),
+            h("td", {}, lineChips(s.lines, (l) => `${l.qty} × ${l.sku}`)),
+            h("td", { class: "num muted" }, `${Number(s.distance_km).toFixed(0)} km`),
+            h("td", { class: "num cost" }, money(s.cost)),
+          ),
         ),
       ),
     ),
@@ -645,6 +650,8 @@ function selectTab(name) {
 
 function init() {
   map = new NetworkMap($("#map"), $("#map-tooltip"), { onPick: pickDestination });
+  const wrap = $(".map-wrap");
+  new ResizeObserver(() => map.resize(wrap.clientWidth, wrap.clientHeight)).observe(wrap);
   $("#login-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const key = $("#api-key").value.trim();

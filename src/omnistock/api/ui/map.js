@@ -3,8 +3,6 @@
 // the chosen SKU, and a routing plan as lines from the shipping nodes to the destination.
 
 const SVG = "http://www.w3.org/2000/svg";
-const WIDTH = 960;
-const HEIGHT = 600;
 const PAD = 56;
 const MIN_SPAN_DEG = 0.4;
 const STEPS = [0.05, 0.1, 0.2, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 45];
@@ -44,15 +42,31 @@ export class NetworkMap {
     this.plan = null;
     this.destination = null;
     this.pickupId = null;
-    svg.setAttribute("viewBox", `0 0 ${WIDTH} ${HEIGHT}`);
+    this.width = 960;
+    this.height = 600;
+    svg.setAttribute("viewBox", `0 0 ${this.width} ${this.height}`);
     svg.setAttribute("preserveAspectRatio", "xMidYMid meet");
     this.layers = {};
     for (const name of ["ocean", "graticule", "bubbles", "plan", "nodes", "labels", "overlay"]) {
       this.layers[name] = el("g", { class: `layer-${name}` }, svg);
     }
-    el("rect", { x: 0, y: 0, width: WIDTH, height: HEIGHT, class: "map-bg" }, this.layers.ocean);
+    this.background = el("rect", { x: 0, y: 0, width: this.width, height: this.height, class: "map-bg" }, this.layers.ocean);
     svg.addEventListener("click", (event) => this.click(event));
     this.fit([]);
+  }
+
+  /** Draws at the size the map is shown at (one unit a CSS pixel, so text keeps its size). */
+  resize(width, height) {
+    width = Math.round(width);
+    height = Math.round(height);
+    if (width < 50 || height < 50 || (width === this.width && height === this.height)) return;
+    this.width = width;
+    this.height = height;
+    this.svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+    this.background.setAttribute("width", width);
+    this.background.setAttribute("height", height);
+    this.fit(this.fitPoints());
+    this.render();
   }
 
   // -- projection ------------------------------------------------------------------------------
@@ -78,25 +92,25 @@ export class NetworkMap {
     const x1 = rad(east);
     const y0 = mercY(south);
     const y1 = mercY(north);
-    const scale = Math.min((WIDTH - 2 * PAD) / (x1 - x0), (HEIGHT - 2 * PAD) / (y1 - y0));
+    const scale = Math.min((this.width - 2 * PAD) / (x1 - x0), (this.height - 2 * PAD) / (y1 - y0));
     this.scale = scale;
     this.cx = (x0 + x1) / 2;
     this.cy = (y0 + y1) / 2;
   }
 
   project(lat, lon) {
-    return [WIDTH / 2 + (rad(lon) - this.cx) * this.scale, HEIGHT / 2 - (mercY(lat) - this.cy) * this.scale];
+    return [this.width / 2 + (rad(lon) - this.cx) * this.scale, this.height / 2 - (mercY(lat) - this.cy) * this.scale];
   }
 
   unproject(x, y) {
-    const lon = deg((x - WIDTH / 2) / this.scale + this.cx);
-    const lat = latOf(-(y - HEIGHT / 2) / this.scale + this.cy);
+    const lon = deg((x - this.width / 2) / this.scale + this.cx);
+    const lat = latOf(-(y - this.height / 2) / this.scale + this.cy);
     return { lat, lon };
   }
 
   visible(lat, lon) {
     const [x, y] = this.project(lat, lon);
-    return x >= 12 && x <= WIDTH - 12 && y >= 12 && y <= HEIGHT - 12;
+    return x >= 12 && x <= this.width - 12 && y >= 12 && y <= this.height - 12;
   }
 
   // -- data ------------------------------------------------------------------------------------
@@ -155,19 +169,21 @@ export class NetworkMap {
     const g = this.layers.graticule;
     g.replaceChildren();
     const nw = this.unproject(0, 0);
-    const se = this.unproject(WIDTH, HEIGHT);
+    const se = this.unproject(this.width, this.height);
     const spanLon = se.lon - nw.lon;
     const spanLat = nw.lat - se.lat;
     const step = STEPS.find((s) => Math.max(spanLon, spanLat) / s <= 9) || 90;
     for (let lon = Math.ceil(nw.lon / step) * step; lon <= se.lon; lon += step) {
       const [x] = this.project(0, lon);
-      el("line", { x1: x, y1: 0, x2: x, y2: HEIGHT, class: "graticule" }, g);
-      const label = el("text", { x: x + 4, y: HEIGHT - 8, class: "graticule-label" }, g);
+      el("line", { x1: x, y1: 0, x2: x, y2: this.height, class: "graticule" }, g);
+      if (x < 24 || x > this.width - 48) continue;
+      const label = el("text", { x: x + 4, y: this.height - 8, class: "graticule-label" }, g);
       label.textContent = formatDeg(Number(lon.toFixed(4)), "E", "W");
     }
     for (let lat = Math.ceil(se.lat / step) * step; lat <= nw.lat; lat += step) {
       const [, y] = this.project(lat, 0);
-      el("line", { x1: 0, y1: y, x2: WIDTH, y2: y, class: "graticule" }, g);
+      el("line", { x1: 0, y1: y, x2: this.width, y2: y, class: "graticule" }, g);
+      if (y < 24 || y > this.height - 24) continue;
       const label = el("text", { x: 8, y: y - 4, class: "graticule-label" }, g);
       label.textContent = formatDeg(Number(lat.toFixed(4)), "N", "S");
     }
@@ -196,9 +212,9 @@ export class NetworkMap {
       group.addEventListener("mouseleave", () => this.hideTip());
       group.addEventListener("focus", () => this.showTip(node, x, y));
       group.addEventListener("blur", () => this.hideTip());
-      if (this.hasAvailability) {
-        const value = this.availability.get(node.node_id);
-        const text = value === undefined ? "–" : String(value);
+      const value = this.availability.get(node.node_id);
+      if (this.hasAvailability && value !== undefined) {
+        const text = String(value);
         const label = el("g", { class: `figure${value ? "" : " is-zero"}`, "data-node-id": node.node_id }, labels);
         const width = 10 + 7.2 * text.length;
         el("rect", { x: x + 10, y: y - 24, width, height: 18, rx: 9 }, label);
@@ -249,9 +265,10 @@ export class NetworkMap {
         const my = (fy + ty) / 2 + ((tx - fx) / dist) * bend;
         el("path", { d: `M${fx},${fy} Q${mx},${my} ${tx},${ty}`, class: "shipment-line" }, group);
         el("circle", { cx: fx, cy: fy, r: 11, class: "shipment-origin" }, group);
-        // The curve's midpoint.
-        lx = 0.25 * fx + 0.5 * mx + 0.25 * tx;
-        ly = 0.25 * fy + 0.5 * my + 0.25 * ty;
+        // The curve's midpoint; on a short line, set off to the side so the ends stay visible.
+        const side = dist < 90 ? 26 * Math.sign(bend) : 0;
+        lx = 0.25 * fx + 0.5 * mx + 0.25 * tx + (-(ty - fy) / dist) * side;
+        ly = 0.25 * fy + 0.5 * my + 0.25 * ty + ((tx - fx) / dist) * side;
       }
       const label = el("g", { class: "plan-cost", "data-shipment-node": shipment.node_id }, group);
       const text = `${cost}`;
@@ -294,11 +311,9 @@ export class NetworkMap {
     }
     const box = this.svg.getBoundingClientRect();
     const parent = tip.offsetParent ? tip.offsetParent.getBoundingClientRect() : box;
-    const sx = box.width / WIDTH;
-    const sy = box.height / HEIGHT;
-    const k = Math.min(sx, sy);
-    const ox = (box.width - WIDTH * k) / 2;
-    const oy = (box.height - HEIGHT * k) / 2;
+    const k = Math.min(box.width / this.width, box.height / this.height);
+    const ox = (box.width - this.width * k) / 2;
+    const oy = (box.height - this.height * k) / 2;
     tip.style.left = `${box.left - parent.left + ox + x * k + 14}px`;
     tip.style.top = `${box.top - parent.top + oy + y * k + 14}px`;
     tip.hidden = false;
