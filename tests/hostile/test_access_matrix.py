@@ -47,6 +47,7 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/events"): OMS,
     ("GET", "/v1/availability/{sku}"): SF,
     ("POST", "/v1/availability/query"): SF,
+    ("GET", "/v1/availability/stream"): SF,
     ("POST", "/v1/reservations"): OMS,
     ("GET", "/v1/reservations"): OMS,
     ("GET", "/v1/reservations/{reservation_id}"): OMS,

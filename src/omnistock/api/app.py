@@ -17,6 +17,7 @@ from litestar.openapi import OpenAPIConfig
 
 from omnistock.api.auth import auth_middleware
 from omnistock.api.controllers.availability import AvailabilityController
+from omnistock.api.controllers.availability_stream import STREAM_PATH, AvailabilityStreamController
 from omnistock.api.controllers.holds import HoldsController
 from omnistock.api.controllers.journal import JournalController
 from omnistock.api.controllers.nodes import NodesController
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
             NodesController,
             StockController,
             AvailabilityController,
+            AvailabilityStreamController,
             ReservationsController,
             HoldsController,
             TransfersController,
@@ -96,4 +98,5 @@ def create_asgi(settings: Settings | None = None) -> Edge:
         metrics,
         deadline_s=settings.request_timeout_s,
         long_paths={"/v1/routing/batch": BATCH_DEADLINE_S},
+        streaming_paths=frozenset({STREAM_PATH}),
     )

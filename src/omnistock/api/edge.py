@@ -43,13 +43,18 @@ class Edge:
         *,
         deadline_s: float,
         long_paths: dict[str, float] | None = None,
+        streaming_paths: frozenset[str] = frozenset(),
     ) -> None:
         """``long_paths``: routes that compute for long by design (batch planning) and their
-        own deadlines."""
+        own deadlines. ``streaming_paths``: routes whose answer is an open-ended stream (live
+        availability): the deadline holds until the response starts, then no longer, and the
+        request is counted and timed when it starts (its status and time to first byte), not
+        when the client hangs up."""
         self.app = app
         self.metrics = metrics
         self.deadline_s = deadline_s
         self.long_paths = long_paths or {}
+        self.streaming_paths = streaming_paths
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -58,10 +63,17 @@ class Edge:
         start = time.perf_counter()
         state = [0]  # the status once the response has started
         body_read = [True]  # False while a body is on its way
+        streaming = scope["path"] in self.streaming_paths
+        deadline: list[asyncio.Timeout] = []
+        observed = [False]
 
         async def send_tracked(message: dict) -> None:
             if message["type"] == "http.response.start":
                 state[0] = message["status"]
+                if streaming:
+                    deadline[0].reschedule(None)
+                    observed[0] = True
+                    self._observe(scope, state[0], start)
             await send(message)
 
         async def receive_tracked() -> dict:
@@ -88,7 +100,8 @@ class Edge:
                 )
                 return
             deadline_s = self.long_paths.get(scope["path"], self.deadline_s)
-            async with asyncio.timeout(deadline_s):
+            async with asyncio.timeout(deadline_s) as timeout:
+                deadline.append(timeout)
                 await self.app(scope, receive_tracked, send_tracked)
         except TimeoutError:
             if state[0]:
@@ -114,10 +127,12 @@ class Edge:
                 retry_after=True,
             )
         finally:
-            route = scope.get("path_template") or "unmatched"
-            self.metrics.observe(
-                route, scope["method"], state[0] or 500, time.perf_counter() - start
-            )
+            if not observed[0]:
+                self._observe(scope, state[0] or 500, start)
+
+    def _observe(self, scope: dict, status: int, start: float) -> None:
+        route = scope.get("path_template") or "unmatched"
+        self.metrics.observe(route, scope["method"], status, time.perf_counter() - start)
 
 
 def _body_of(headers: list[tuple[bytes, bytes]]) -> tuple[bool, bool]:

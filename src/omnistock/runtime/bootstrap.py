@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from omnistock.api.auth import ApiKeys, resolve_keys
+from omnistock.api.live import EventFollower, LiveAvailability, availability_renderer
 from omnistock.api.metrics import Metrics
 from omnistock.reservations.connect import LedgerConnection, open_ledger
 from omnistock.reservations.redis_ledger import RedisLedger
@@ -90,6 +92,7 @@ class Services:
     keys: ApiKeys
     metrics: Metrics
     projector: Projector
+    live: LiveAvailability
 
     @property
     def ledger(self) -> RedisLedger:
@@ -110,7 +113,8 @@ async def _every(interval_s: float, name: str, action: Callable[[], Awaitable[ob
 @contextlib.asynccontextmanager
 async def service_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Services]:
     """The ledger runtime, the database and the catalog, the API keys, and the background
-    tasks that keep the catalog cache and the shared metrics fresh."""
+    tasks that keep the catalog cache and the shared metrics fresh and feed the live
+    availability streams."""
     keys = resolve_keys(settings.api_keys, settings.data_dir)
     url = settings.database_url or default_url(settings.data_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -121,8 +125,20 @@ async def service_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator
         await catalog.refresh()
         async with ledger_runtime(settings) as runtime:
             projector = Projector(runtime.connection.client, engine, cluster=settings.redis_cluster)
-            services = Services(settings, runtime, engine, catalog, keys, metrics, projector)
+            follower = await EventFollower.open(
+                runtime.redis_url,
+                cluster=settings.redis_cluster,
+                timeout_s=settings.redis_timeout_s,
+            )
+            live = LiveAvailability(
+                runtime.ledger.availability_many, follower, availability_renderer(catalog), metrics
+            )
+            services = Services(settings, runtime, engine, catalog, keys, metrics, projector, live)
+            # Open streams never end by themselves, and the server waits for every open request
+            # before it stops: the stop signal ends them first.
+            restore_signals = _on_stop_signal(live.close)
             tasks = [
+                *live.tasks(),
                 asyncio.create_task(
                     _every(1.0, "catalog refresh", catalog.refresh), name="catalog refresh"
                 ),
@@ -135,6 +151,8 @@ async def service_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator
             try:
                 yield services
             finally:
+                restore_signals()
+                live.close()
                 for task in tasks:
                     task.cancel()
                 # A cancellation can be lost inside a Redis call (Python 3.11's wait_for):
@@ -142,8 +160,42 @@ async def service_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator
                 _done, stuck = await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT_S)
                 for task in stuck:
                     log.warning("background task %s did not stop in time", task.get_name())
+                await live.aclose()
     finally:
         await engine.dispose()
+
+
+def _on_stop_signal(callback: Callable[[], None]) -> Callable[[], None]:
+    """Has ``callback`` run in the event loop when the process is told to stop (SIGTERM,
+    SIGINT), before whatever handler the server installed, which still runs; returns what puts
+    the handlers back. Granian's workers wait for open requests on their stop signal and run the
+    lifespan's shutdown only after them, so this is where open-ended streams learn of it. Only
+    Python-level handlers can be chained, and only from the main thread: elsewhere (a default
+    disposition, a test client's thread) nothing is changed."""
+    loop = asyncio.get_running_loop()
+    installed: list[tuple[signal.Signals, Callable[..., object], Callable[..., object]]] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous = signal.getsignal(sig)
+            if not callable(previous):
+                continue
+
+            def chained(signum: int, frame: object, previous: Callable[..., object] = previous):
+                loop.call_soon_threadsafe(callback)
+                return previous(signum, frame)
+
+            signal.signal(sig, chained)
+        except ValueError:  # not the main thread
+            continue
+        installed.append((sig, chained, previous))
+
+    def restore() -> None:
+        for sig, chained, previous in installed:
+            with contextlib.suppress(ValueError):
+                if signal.getsignal(sig) is chained:
+                    signal.signal(sig, previous)
+
+    return restore
 
 
 def _flush(services: Services) -> Callable[[], Awaitable[None]]:
