@@ -353,6 +353,73 @@ def test_a_pickup_quote_and_a_refused_order_show_plan_and_problem(page: Any) -> 
     assert page.locator("#order-result .reservation-id").count() == 1  # the earlier order stays
 
 
+def test_the_event_stream_parser_takes_events_split_anywhere(page: Any) -> None:
+    """The page's text/event-stream parser, fed the stream in pieces cut at every awkward
+    place: inside a line, between CR and LF, inside the blank line that ends an event."""
+    text = (
+        ': keep-alive\r\n\r\nevent: availability\r\ndata: {"sku": "a",\r\n'
+        'data: "available": 3}\r\n\r\n: keep-alive\n\nevent: availability\ndata:{}\n\n'
+        'data: plain\r\rid: 7\nevent: availability\ndata: {"sku": "b"}\n\n'
+    )
+    events = page.evaluate(
+        """async (text) => {
+          const { EventStreamParser } = await import("/ui/api.js");
+          const results = new Set();
+          for (let size = 1; size <= text.length; size++) {
+            const parser = new EventStreamParser();
+            const got = [];
+            for (let i = 0; i < text.length; i += size) {
+              got.push(...parser.push(text.slice(i, i + size)));
+            }
+            results.add(JSON.stringify(got));
+          }
+          return [...results].map((r) => JSON.parse(r));
+        }""",
+        text,
+    )
+    assert events == [
+        [
+            {"event": "availability", "data": '{"sku": "a",\n"available": 3}', "id": ""},
+            {"event": "availability", "data": "{}", "id": ""},
+            {"event": "message", "data": "plain", "id": ""},
+            {"event": "availability", "data": '{"sku": "b"}', "id": "7"},
+        ]
+    ]
+
+
+def test_a_lower_key_is_told_what_it_cannot_see_and_a_wrong_key_is_refused(
+    browser: Any, served: Served
+) -> None:
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        other = context.new_page()
+        other.set_default_timeout(WAIT_MS)
+        other.goto(f"{served.base}/ui")
+        other.fill("#api-key", KEYS["storefront"][:-1] + "x")
+        other.click("#login-form button[type=submit]")
+        other.wait_for_selector("#login-error:not([hidden])")
+        assert other.inner_text("#login-error .problem-title") == "Key not accepted (401)"
+
+        other.fill("#api-key", KEYS["storefront"])
+        other.click("#login-form button[type=submit]")
+        other.wait_for_selector("#dashboard:not([hidden])")
+        assert other.inner_text("#role") == "Storefront key"
+        assert "needs an admin key" in other.inner_text("#map-error")
+        assert "need an oms or admin key" in other.inner_text("#lists-error")
+        other.fill("#sku", SHOE)
+        other.click("#sku-form button")
+        other.wait_for_function(
+            "() => Number(document.querySelector('#sku-total').dataset.value) > 0"
+        )
+        # Signing out forgets the key: a reload asks for one again.
+        other.click("#sign-out")
+        other.reload()
+        other.wait_for_selector("#login:not([hidden])")
+        assert other.evaluate("() => sessionStorage.length") == 0
+    finally:
+        context.close()
+
+
 def test_the_key_travels_in_a_header_never_in_a_url(page: Any) -> None:
     urls = page.urls  # type: ignore[attr-defined]
     assert any("/v1/" in url for url in urls)

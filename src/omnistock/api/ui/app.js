@@ -517,6 +517,10 @@ function renderOrder(order) {
 
 function startLists() {
   clearInterval(state.listsTimer);
+  if (document.body.dataset.role === "storefront") {
+    showProblem($("#lists-error"), new ApiError(403, { title: "Lists need an oms or admin key", detail: "this key may read stock and quote only" }));
+    return;
+  }
   refreshLists();
   state.listsTimer = setInterval(() => {
     if (document.visibilityState === "visible") refreshLists();
