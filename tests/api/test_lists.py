@@ -22,8 +22,10 @@ from omnistock.runtime.valkey_server import EmbeddedValkey
 from tests.api.conftest import Ids, auth, make_node, set_stock, settings_for
 from tests.api.movement_support import hold_ok, make_store, sku_line, step_ok, transfer_ok
 from tests.api.support import assert_problem, idem, line, reserve_ok
-from tests.api.test_journal import _stop_projector
-from tests.integration.journal_support import own_valkey_fixture  # noqa: F401
+from tests.integration.journal_support import (
+    own_valkey_fixture,  # noqa: F401
+    stop_task,
+)
 
 WAIT_S = 15.0
 
@@ -42,6 +44,13 @@ async def client(
     async with AsyncTestClient(app=create_asgi(settings), timeout=30) as c:
         yield c
         await asyncio.to_thread(c.blocking_portal.call, _stop_projector)
+
+
+async def _stop_projector() -> None:
+    """Stops the app's projector task (on the app's event loop); see tests/api/test_journal.py."""
+    for task in asyncio.all_tasks():
+        if task.get_name() == "projector":
+            await stop_task(task)
 
 
 async def _list(client: AsyncTestClient, path: str, **params: Any) -> dict[str, Any]:
