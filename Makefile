@@ -12,13 +12,20 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
+CHROMIUM := /usr/bin/chromium
+
+# tests/browser drives Debian's Chromium; Playwright never downloads a browser.
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium
+
 run: $(STAMP)  ## start the service on the embedded default
 	$(BIN)/omnistock serve
 
-test: $(STAMP)  ## the full default test suite (under 15 minutes on 2 cores)
+test: $(STAMP) $(CHROMIUM)  ## the full default test suite (under 15 minutes on 2 cores)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-test-all: $(STAMP)  ## everything, including the long profiles
+test-all: $(STAMP) $(CHROMIUM)  ## everything, including the long profiles
 	$(BIN)/python -m pytest -q
 
 test-faults: $(STAMP)  ## the full fault and hostile-input profiles: 25 Valkey kills per durability, long outages, PostgreSQL, failovers (about 15 minutes)
@@ -62,4 +69,4 @@ lock:  ## re-pin every dependency (needs uv on PATH)
 	uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 -o requirements.lock
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis tests/browser/artifacts
