@@ -9,7 +9,9 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import logging
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,8 @@ class Role(enum.IntEnum):
 
 ROLE_NAMES = {role.name.lower(): role for role in Role}
 KEY_FILE = "api-keys"
+
+log = logging.getLogger("omnistock.auth")
 
 
 class KeyConfigError(ValueError):
@@ -71,16 +75,8 @@ class ApiKeys:
 
     @classmethod
     def load(cls, path: Path) -> ApiKeys:
-        """A key file: one ``<sha256 hex>:<role>`` per line."""
-        digests: dict[str, Role] = {}
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip() or line.startswith("#"):
-                continue
-            hexdigest, _, role = line.strip().partition(":")
-            if len(hexdigest) != 64 or role not in ROLE_NAMES:
-                raise KeyConfigError(f"{path}:{n}: expected <sha256 hex>:<role>")
-            digests[hexdigest] = ROLE_NAMES[role]
-        return cls(digests)
+        """A key file: one ``<sha256 hex>:<role>[:<name>]`` per line."""
+        return cls({entry.digest: entry.role for entry in read_key_file(path)})
 
     def authenticate(self, key: str) -> Principal | None:
         """Every stored digest is compared, each in constant time, so neither which key matched
@@ -91,6 +87,80 @@ class ApiKeys:
             if hmac.compare_digest(stored, presented):
                 found = role
         return None if found is None else Principal(presented[:12], found)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEntry:
+    digest: str
+    role: Role
+    name: str = ""
+
+    @property
+    def key_id(self) -> str:
+        return self.digest[:12]
+
+    def line(self) -> str:
+        role = self.role.name.lower()
+        return f"{self.digest}:{role}:{self.name}" if self.name else f"{self.digest}:{role}"
+
+
+def read_key_file(path: Path) -> list[KeyEntry]:
+    """The entries of a key file: one ``<sha256 hex>:<role>[:<name>]`` a line; blank lines and
+    lines starting with ``#`` are skipped."""
+    entries = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        hexdigest, _, rest = line.strip().partition(":")
+        role, _, name = rest.partition(":")
+        if len(hexdigest) != 64 or role not in ROLE_NAMES:
+            raise KeyConfigError(f"{path}:{n}: expected <sha256 hex>:<role>[:<name>]")
+        entries.append(KeyEntry(hexdigest, ROLE_NAMES[role], name))
+    return entries
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+class KeyFile(ApiKeys):
+    """The data directory's key file, read again when it changes, so that a key added (or
+    removed) with ``omnistock keys`` works (or stops working) in a running service within a
+    second, without a restart. Whether it changed is a ``stat``, made at most once a second;
+    a file that cannot be read then is logged and the keys already loaded stay in force."""
+
+    RECHECK_S = 1.0
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp = _stamp(path)
+        super().__init__({e.digest: e.role for e in read_key_file(path)})
+        self._next_check = time.monotonic() + self.RECHECK_S
+
+    def authenticate(self, key: str) -> Principal | None:
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + self.RECHECK_S
+            self.reload_if_changed()
+        return super().authenticate(key)
+
+    def reload_if_changed(self) -> bool:
+        stamp = _stamp(self.path)
+        if stamp is None or stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            entries = read_key_file(self.path)
+        except (KeyConfigError, OSError) as exc:
+            log.warning("API key file not reloaded, the keys loaded before stay: %s", exc)
+            return False
+        self._by_digest = {e.digest: e.role for e in entries}
+        log.info("API key file reloaded: %d key(s)", len(entries))
+        return True
 
 
 def first_start_admin_key(data_dir: Path) -> tuple[ApiKeys, str | None]:
@@ -115,7 +185,7 @@ def resolve_keys(spec: str | None, data_dir: Path) -> ApiKeys:
     path = data_dir / KEY_FILE
     if not path.exists():
         raise KeyConfigError(f"no OMNISTOCK_API_KEYS and no key file at {path}")
-    return ApiKeys.load(path)
+    return KeyFile(path)
 
 
 def _bearer(headers: list[tuple[bytes, bytes]]) -> str:
