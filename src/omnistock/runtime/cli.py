@@ -17,37 +17,92 @@ from omnistock.runtime.settings import Settings, SettingsError
 log = logging.getLogger("omnistock")
 
 
+DESCRIPTION = """\
+Real-time inventory ledger and order routing for omnichannel retail.
+
+Configuration comes from the environment: with none, every command works on the embedded
+default under OMNISTOCK_DATA_DIR (default ./.omnistock): a bundled Valkey and a SQLite file. The
+tools (seed, import, reconcile, rebuild, projector) reach the Valkey of a service running there,
+or start it themselves when the service is stopped. OMNISTOCK_REDIS_URL and
+OMNISTOCK_DATABASE_URL switch to external servers. `omnistock COMMAND --help` for each command."""
+
+EPILOG = """\
+getting started:
+  omnistock serve --demo                 # the API on :8000 with a demo retailer loaded
+  omnistock keys create --role storefront --name web-shop
+  omnistock import counts.csv            # your own counted stock
+  omnistock reconcile                    # the journal against the live ledger
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
+    from omnistock.runtime import bench_cli, demo_cli, importer, keys_cli
+
+    raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
-        prog="omnistock", description="Real-time inventory ledger and order routing."
+        prog="omnistock", description=DESCRIPTION, epilog=EPILOG, formatter_class=raw
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
         help="run the HTTP API (embedded Valkey and SQLite under OMNISTOCK_DATA_DIR unless "
         "OMNISTOCK_REDIS_URL / OMNISTOCK_DATABASE_URL are set)",
+        description="Run the HTTP API on granian until SIGINT/SIGTERM. On first start with no "
+        "OMNISTOCK_API_KEYS it creates an admin key, prints it once and keeps its digest in "
+        "OMNISTOCK_DATA_DIR/api-keys. In-flight requests finish on SIGTERM; the embedded Valkey "
+        "stops last. The journal's projector runs in this process (OMNISTOCK_PROJECTOR=0 leaves "
+        "it to `omnistock projector`).",
+        epilog="examples:\n  omnistock serve\n  omnistock serve --demo\n"
+        "  omnistock serve --host 0.0.0.0 --port 8080 --workers 4",
+        formatter_class=raw,
     )
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="when the catalog has no node, load the demo retailer first (see `seed --help`)",
+    )
+    demo_cli.add_parser(commands)
+    importer.add_parser(commands)
+    keys_cli.add_parser(commands)
     commands.add_parser(
-        "projector", help="project the ledger's events into the journal, alone (until Ctrl-C)"
+        "projector",
+        help="project the ledger's events into the journal, alone (until Ctrl-C)",
+        description="Read the ledger's event streams through the consumer group `journal` and "
+        "write each event once into the journal's events table, until SIGINT/SIGTERM. Run it "
+        "when the service is started with OMNISTOCK_PROJECTOR=0.",
+        epilog="example:\n  OMNISTOCK_PROJECTOR=0 omnistock serve & omnistock projector",
+        formatter_class=raw,
     )
     commands.add_parser(
         "reconcile",
         help="replay the journal into positions and compare with the live ledger "
         "(exit status 1 on any difference)",
+        description="Replay the journal into positions and compare them with the live ledger; "
+        "print every difference. Exit status 1 when there is any (for instance writes a Redis "
+        "failover lost), 0 when they agree.",
+        epilog="example:\n  omnistock reconcile || omnistock rebuild --force",
+        formatter_class=raw,
     )
     rebuild = commands.add_parser(
-        "rebuild", help="restore the live ledger from the database after Redis lost data"
+        "rebuild",
+        help="restore the live ledger from the database after Redis lost data",
+        description="Restore the live ledger's positions, reservations, holds and transfers "
+        "from the journal in the database, after Redis lost data. Refused over a ledger that "
+        "is not empty unless --force.",
+        epilog="examples:\n  omnistock rebuild\n  omnistock rebuild --force",
+        formatter_class=raw,
     )
     rebuild.add_argument(
         "--force", action="store_true", help="also over a ledger that is not empty"
     )
+    bench_cli.add_parser(commands)
     return parser
 
 
-def serve(settings: Settings, host: str, port: int, workers: int) -> int:
+def serve(settings: Settings, host: str, port: int, workers: int, *, demo: bool = False) -> int:
     """Prepares what the workers share (API keys, database schema, the embedded Valkey), then
     runs the API on granian until SIGINT/SIGTERM. Granian lets in-flight requests finish; the
     embedded Valkey stops last. A crashed embedded Valkey ends the service with status 1."""
@@ -96,16 +151,20 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
         embedded.monitor(on_exit)
     os.environ["OMNISTOCK_DATA_DIR"] = str(settings.data_dir)
     projector = None
-    if settings.projector:
-        # One projector for the service, in this process; the workers only serve requests.
-        os.environ["OMNISTOCK_PROJECTOR"] = "0"
-        projector = ProjectorThread(
-            msgspec.structs.replace(settings, redis_url=os.environ["OMNISTOCK_REDIS_URL"])
-            if embedded is not None
-            else settings
-        )
-        projector.start()
     try:
+        if demo:
+            # Before the projector thread: both open the database, and Alembic's migration
+            # context is one per process, not per thread.
+            _seed_demo(settings, host, port)
+        if settings.projector:
+            # One projector for the service, in this process; the workers only serve requests.
+            os.environ["OMNISTOCK_PROJECTOR"] = "0"
+            projector = ProjectorThread(
+                msgspec.structs.replace(settings, redis_url=os.environ["OMNISTOCK_REDIS_URL"])
+                if embedded is not None
+                else settings
+            )
+            projector.start()
         print(
             f"omnistock listening on http://{host}:{port} ({workers} worker(s); valkey at "
             f"{os.environ.get('OMNISTOCK_REDIS_URL')} "
@@ -137,20 +196,45 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
     return 0
 
 
+def _seed_demo(settings: Settings, host: str, port: int) -> None:
+    from omnistock.runtime.demo_cli import seed_on_start
+
+    # The ledger the workers will use: the embedded Valkey just started, or the external one.
+    url = os.environ["OMNISTOCK_REDIS_URL"]
+    asyncio.run(seed_on_start(msgspec.structs.replace(settings, redis_url=url), host, port))
+
+
 def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "bench":
+        from omnistock.runtime import bench_cli
+
+        return bench_cli.run(extra)
+    # The bulk tools print their own reports; the library's progress logs would bury them.
+    quiet = args.command in ("seed", "import", "keys")
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
         print(f"omnistock: {exc}", file=sys.stderr)
         return 2
     if args.command == "serve":
-        return serve(settings, args.host, args.port, max(1, args.workers))
+        return serve(settings, args.host, args.port, max(1, args.workers), demo=args.demo)
+    if args.command in ("seed", "import", "keys"):
+        from omnistock.runtime import demo_cli, importer, keys_cli
+
+        module = {"seed": demo_cli, "import": importer, "keys": keys_cli}[args.command]
+        return module.run(args, settings)
     from omnistock.runtime import tools
 
     if args.command == "projector":
