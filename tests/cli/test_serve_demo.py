@@ -139,6 +139,8 @@ def test_serve_demo_answers_for_the_demo_and_the_tools_work_beside_it(
             assert "line 3: unknown node store-nowhere-xx" in out and "1 row(s) applied" in out
             assert omnistock("import", str(counts), *url) == 1
             assert "0 row(s) applied, 1 already applied" in capsys.readouterr().out
+            assert omnistock("import", str(counts), "--url", served.base, "--key", "x" * 20) == 2
+            assert "401" in capsys.readouterr().err
             position = http.get("/v1/stock/store-chicago-il/cli-test-sku").json()
             assert (position["on_hand"], position["version"]) == (9, 1)
 

@@ -65,7 +65,8 @@ when any row failed, 2 when the file or the service cannot be used.
 Running the same file again applies nothing twice: each row replays its first result (for
 48 hours), so units sold since the first run are not counted back. To apply a corrected
 file as a continuation of an earlier import, pass that import's id (printed by every run)
-with --import-id: unchanged rows replay, corrected and new rows are applied."""
+with --import-id: unchanged rows replay, corrected and new rows are applied. With --url the
+service remembers operations per API key: re-run with the same key."""
 
 EPILOG = """\
 examples:
