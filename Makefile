@@ -19,8 +19,8 @@ $(CHROMIUM):
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium
 
-run: $(STAMP)  ## start the service on the embedded default
-	$(BIN)/omnistock serve
+run: $(STAMP)  ## start the service on the embedded default, with the demo retailer on first start
+	$(BIN)/omnistock serve --demo
 
 test: $(STAMP) $(CHROMIUM)  ## the full default test suite (under 15 minutes on 2 cores)
 	$(BIN)/python -m pytest -q -m "not slow"
