@@ -50,6 +50,8 @@ SEMANTIC_REFUSALS = [
     # a receipt names each SKU at most once (what arrived of it): a rule across array items
     # that JSON Schema cannot state (uniqueItems compares whole items, not one property)
     (r"lines\[\d+\]\.sku", "named twice"),
+    # ... and only SKUs the transfer carries, no more than shipped: the transfer's stored lines
+    (r"lines", "is not on transfer|shipped cannot arrive"),
     # stock adjustments move stock
     (r"adjustments\[\d+\]\.delta", "must not be 0"),
     # routing: somewhere to deliver to or collect from
@@ -227,8 +229,11 @@ def with_key(case: Any, role: str) -> Any:
 
 @pytest.fixture(scope="module")
 def own_valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedValkey]:
-    """A Valkey for one module: its Idempotency-Keys and stock are its own."""
-    server = EmbeddedValkey(tmp_path_factory.mktemp("schema-valkey"), durability="fast")
+    """A Valkey for one module: its Idempotency-Keys and stock are its own. Strict, like the
+    session's: the app acknowledges writes only once they are on disk, and against a Valkey
+    without ``appendfsync always`` each write would wait (WAITAOF) for the next fsync, up to a
+    second."""
+    server = EmbeddedValkey(tmp_path_factory.mktemp("schema-valkey"), durability="strict")
     server.start()
     try:
         yield server
