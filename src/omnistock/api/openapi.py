@@ -19,6 +19,7 @@ from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.spec import (
     Components,
+    Link,
     OpenAPIMediaType,
     OpenAPIResponse,
     OpenAPIType,
@@ -91,6 +92,60 @@ CREATED_OR_REPLACED = frozenset({"putNode"})
 NEVER_UNAVAILABLE = frozenset({"health"})
 # Readiness answers 503 with its own body, saying which dependency failed.
 OWN_503 = frozenset({"readiness"})
+
+# OpenAPI links: where an id in a response leads (clients, and stateful fuzzers that chain
+# calls). operation id -> (statuses it links from, [(link name, target operation id,
+# {target path parameter: runtime expression})]).
+_BY_RESERVATION = [
+    (name, target, {"reservation_id": "$response.body#/reservation_id"})
+    for name, target in (
+        ("GetReservation", "getReservation"),
+        ("CommitReservation", "commitReservation"),
+        ("ReleaseReservation", "releaseReservation"),
+    )
+]
+_BY_HOLD = [
+    (name, target, {"hold_id": "$response.body#/hold_id"})
+    for name, target in (
+        ("GetHold", "getHold"),
+        ("ReadyHold", "readyHold"),
+        ("CollectHold", "collectHold"),
+        ("CancelHold", "cancelHold"),
+    )
+]
+_BY_TRANSFER = [
+    (name, target, {"transfer_id": "$response.body#/transfer_id"})
+    for name, target in (
+        ("GetTransfer", "getTransfer"),
+        ("ShipTransfer", "shipTransfer"),
+        ("ReceiveTransfer", "receiveTransfer"),
+        ("CancelTransfer", "cancelTransfer"),
+    )
+]
+_BY_NODE = [
+    (name, target, {"node_id": "$response.body#/node_id"})
+    for name, target in (
+        ("GetNode", "getNode"),
+        ("SetStock", "setStock"),
+        ("GetStock", "getStock"),
+        ("StockHistory", "stockHistory"),
+    )
+]
+LINKS: dict[str, tuple[tuple[str, ...], list[tuple[str, str, dict[str, str]]]]] = {
+    "reserve": (("201",), _BY_RESERVATION),
+    "placeOrder": (("201",), _BY_RESERVATION),
+    "commitReservation": (("200",), _BY_RESERVATION[:1]),
+    "releaseReservation": (("200",), _BY_RESERVATION[:1]),
+    # A hold sourced elsewhere names the transfer that brings its goods to the store.
+    "placeHold": (
+        ("201",),
+        [*_BY_HOLD, *(("Hold" + n, t, p) for n, t, p in _BY_TRANSFER if t != "cancelTransfer")],
+    ),
+    "readyHold": (("200",), [_BY_HOLD[0], _BY_HOLD[2], _BY_HOLD[3]]),
+    "requestTransfer": (("201",), _BY_TRANSFER),
+    "shipTransfer": (("200",), [_BY_TRANSFER[0], _BY_TRANSFER[2]]),
+    "putNode": (("200", "201"), _BY_NODE),
+}
 
 _STR = Schema(type=OpenAPIType.STRING)
 _INT = Schema(type=OpenAPIType.INTEGER)
@@ -340,4 +395,10 @@ def _complete(
             description=description,
             content={PROBLEM_MEDIA_TYPE: OpenAPIMediaType(schema=PROBLEM)},
         )
+    statuses_linked, links = LINKS.get(op_id, ((), []))
+    for status in statuses_linked:
+        responses[status].links = {
+            name: Link(operation_id=target, parameters=dict(parameters))
+            for name, target, parameters in links
+        }
     op.responses = responses
