@@ -223,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # Alembic narrates its plugins and migration context at INFO in every process and worker,
+    # burying the start-up report; its warnings and errors still show.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
