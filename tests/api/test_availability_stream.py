@@ -611,3 +611,41 @@ async def test_streams_on_a_cluster_follow_every_partition_they_watch(
             event = await stream.next_event()
             got[event["sku"]] = event["available"]
         assert got == {watched[0]: 8, watched[1]: 7}
+
+
+async def test_the_follower_reads_only_while_someone_watches(app: LiveApp, ids: Ids) -> None:
+    node, (a,) = await stocked(app, ids, a=5)
+    follower = app.live._follower
+    reads: list[float] = []
+    read = follower.read
+
+    async def counted(streams: set[str]) -> set[str]:
+        reads.append(time.monotonic())
+        return await read(streams)
+
+    follower.read = counted  # type: ignore[method-assign]
+    stream = await app.stream([a])
+    await stream.next_event()
+    await app.sale(ids, node, a)
+    await stream.next_event()
+    assert reads
+    await stream.disconnect()
+    # The read under way when the last stream closed ends within its block time; none after.
+    await asyncio.sleep(live_module.BLOCK_MS / 1000 + 0.5)
+    settled = len(reads)
+    await app.sale(ids, node, a)
+    await asyncio.sleep(0.3)
+    assert len(reads) == settled
+
+
+def test_the_sku_of_each_event_is_read_as_the_ledger_writes_it() -> None:
+    from omnistock.api.live import skus_of_entry
+    from omnistock.reservations.events import parse_entry
+
+    lines = [
+        "op-1\treserve\tstore-1\tsku:a.1\t0\t2\t0\t0\t10\t2\t0\t0\t0\t3\tr1-x\t1795349528000",
+        "op-1\tsale\twh-2\tsku-b\t-1\t0\t0\t0\t9\t0\t0\t1\t0\t4\t\t1795349528000",
+    ]
+    fields = {b"e": "\n".join(lines).encode()}
+    assert skus_of_entry(fields) == [e.sku for e in parse_entry(b"1-0", fields)]
+    assert skus_of_entry(fields) == ["sku:a.1", "sku-b"]
