@@ -649,3 +649,17 @@ def test_the_sku_of_each_event_is_read_as_the_ledger_writes_it() -> None:
     fields = {b"e": "\n".join(lines).encode()}
     assert skus_of_entry(fields) == [e.sku for e in parse_entry(b"1-0", fields)]
     assert skus_of_entry(fields) == ["sku:a.1", "sku-b"]
+
+
+async def test_streams_opened_together_all_start(app: LiveApp, ids: Ids) -> None:
+    node, skus = await stocked(app, ids, a=1, b=2, c=3)
+    streams = await asyncio.gather(*(app.stream([skus[i % 3]]) for i in range(30)))
+    assert [s.status for s in streams] == [200] * 30
+    for stream in streams:
+        await stream.next_event()
+    await app.sale(ids, node, skus[0])
+    for stream in streams[::3]:
+        assert (await stream.next_event())["available"] == 0
+    for stream in streams:
+        await stream.disconnect()
+    assert app.live.streams == 0

@@ -164,6 +164,16 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _later(a: str, b: str) -> str:
+    """The later of two stream entry ids (``<ms>-<seq>``)."""
+
+    def key(entry_id: str) -> tuple[int, int]:
+        ms, _, seq = entry_id.partition("-")
+        return int(ms), int(seq or 0)
+
+    return a if key(a) >= key(b) else b
+
+
 class EventFollower:
     """Reads the ledger's event streams from where it was positioned, on a client of its own."""
 
@@ -171,6 +181,9 @@ class EventFollower:
         self.client = client
         self.cluster = cluster
         self._cursors: dict[str, str] = {}
+        # One positioning at a time: subscribers arriving together share it, and the client's
+        # few connections are never all taken (the blocking read holds one).
+        self._positioning = asyncio.Lock()
 
     @classmethod
     async def open(cls, url: str, *, cluster: bool, timeout_s: float) -> EventFollower:
@@ -202,15 +215,19 @@ class EventFollower:
 
     async def ensure(self, streams: Iterable[str]) -> None:
         """Positions the follower at the current end of the streams it is not reading yet."""
-        missing = [s for s in streams if s not in self._cursors]
-        if not missing:
+        streams = list(streams)
+        if all(s in self._cursors for s in streams):
             return
-        async with self.client.pipeline(transaction=False) as pipe:
-            for stream in missing:
-                pipe.xrevrange(stream, "+", "-", count=1)
-            replies = await pipe.execute()
-        for stream, last in zip(missing, replies, strict=True):
-            self._cursors.setdefault(stream, _text(last[0][0]) if last else "0-0")
+        async with self._positioning:
+            missing = [s for s in streams if s not in self._cursors]
+            if not missing:
+                return
+            async with self.client.pipeline(transaction=False) as pipe:
+                for stream in missing:
+                    pipe.xrevrange(stream, "+", "-", count=1)
+                replies = await pipe.execute()
+            for stream, last in zip(missing, replies, strict=True):
+                self._cursors.setdefault(stream, _text(last[0][0]) if last else "0-0")
 
     async def read(self, streams: set[str]) -> set[str]:
         """The SKUs of the events appended to ``streams`` since the last read."""
@@ -234,7 +251,9 @@ class EventFollower:
                 for _entry_id, fields in entries:
                     changed.update(skus_of_entry(fields))
                 if entries and name in self._cursors:
-                    self._cursors[name] = _text(entries[-1][0])
+                    # Only forward: a read that began before a reset may end after the stream
+                    # was positioned again, further on.
+                    self._cursors[name] = _later(self._cursors[name], _text(entries[-1][0]))
         return changed
 
 
@@ -311,7 +330,9 @@ class LiveAvailability:
                 if not watchers:
                     del self._watchers[sku]
         if not self._subscriptions:
+            # Nobody watches: the next subscriber starts from the streams' end, not from here.
             self._watched.clear()
+            self._follower.reset()
         self._count()
 
     def close(self) -> None:
