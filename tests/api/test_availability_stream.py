@@ -38,8 +38,9 @@ WITHIN_S = 1.0
 class LiveStream:
     """One stream request to the app: its status, headers and events as they arrive."""
 
-    def __init__(self, app: Any, query: str, headers: dict[str, str]) -> None:
+    def __init__(self, app: Any, query: str, headers: dict[str, str], path: str = PATH) -> None:
         self.app = app
+        self.path = path
         self.query = query
         self.headers = headers
         self.status: int | None = None
@@ -71,8 +72,8 @@ class LiveStream:
             "http_version": "1.1",
             "method": "GET",
             "scheme": "http",
-            "path": PATH,
-            "raw_path": PATH.encode(),
+            "path": self.path,
+            "raw_path": self.path.encode(),
             "query_string": self.query.encode(),
             "root_path": "",
             "headers": [(k.lower().encode(), v.encode()) for k, v in self.headers.items()],
@@ -165,9 +166,11 @@ class LiveApp:
         assert reply["type"] == "lifespan.shutdown.complete", reply
         await asyncio.wait_for(self._lifespan, 10)  # type: ignore[arg-type]
 
-    async def stream(self, skus: list[str] | str, role: str | None = "storefront") -> LiveStream:
+    async def stream(
+        self, skus: list[str] | str, role: str | None = "storefront", path: str = PATH
+    ) -> LiveStream:
         query = skus if isinstance(skus, str) else "skus=" + ",".join(skus)
-        stream = LiveStream(self.app, query, auth(role) if role else {})
+        stream = LiveStream(self.app, query, auth(role) if role else {}, path)
         self.streams.append(stream)
         return await stream.start()
 
@@ -513,6 +516,25 @@ async def test_keep_alives_come_while_nothing_changes(
     await stream.next_event()
     assert await stream.next_block(within=2) == b": keep-alive"
     assert await stream.next_block(within=2) == b": keep-alive"
+
+
+@pytest.mark.parametrize("path", [PATH, PATH + "/"], ids=["path", "trailing-slash"])
+async def test_a_stream_outlives_the_request_deadline(
+    tmp_path: Path,
+    valkey_server: EmbeddedValkey,
+    ids: Ids,
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+) -> None:
+    monkeypatch.setattr(live_module, "KEEPALIVE_S", 0.2)
+    async with live_app(tmp_path, valkey_server.url, request_timeout_s=0.3) as app:
+        node, (a,) = await stocked(app, ids, a=5)
+        stream = await app.stream([a], path=path)
+        assert (await stream.next_event())["available"] == 5
+        for _ in range(4):  # 0.8 s: well past the 0.3 s deadline
+            assert await stream.next_block(within=2) == b": keep-alive"
+        await app.sale(ids, node, a)
+        assert (await stream.next_event())["available"] == 4
 
 
 async def test_closing_ends_every_stream_and_the_ones_that_come_after(

@@ -63,7 +63,8 @@ class Edge:
         start = time.perf_counter()
         state = [0]  # the status once the response has started
         body_read = [True]  # False while a body is on its way
-        streaming = scope["path"] in self.streaming_paths
+        # Litestar routes a path with a trailing slash to the same handler.
+        streaming = scope["path"].rstrip("/") in self.streaming_paths
         deadline: list[asyncio.Timeout] = []
         observed = [False]
 
