@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -588,6 +590,37 @@ async def test_a_valkey_restart_keeps_the_stream_and_sends_what_changed(
             await wait_for(lambda: app.live.follower_healthy)
             await app.sale(ids, node, a)
             assert (await stream.next_event(within=WITHIN_S + 1))["available"] == 3
+    finally:
+        server.stop()
+
+
+async def test_a_hung_valkey_refuses_new_streams_in_time_and_keeps_open_ones(
+    tmp_path: Path, ids: Ids, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live_module, "KEEPALIVE_S", 0.3)
+    server = EmbeddedValkey(tmp_path / "valkey", durability="strict")
+    server.start()
+    try:
+        async with live_app(
+            tmp_path, server.url, request_timeout_s=1.0, redis_timeout_s=0.5
+        ) as app:
+            node, (a,) = await stocked(app, ids, a=5)
+            stream = await app.stream([a])
+            assert (await stream.next_event())["available"] == 5
+            os.kill(server.pid, signal.SIGSTOP)  # type: ignore[arg-type]
+            try:
+                started = time.monotonic()
+                refused = await app.stream([a])
+                assert refused.status == 503
+                assert time.monotonic() - started < 1.5
+                # The follower's read times out meanwhile; the open stream keeps its keep-alives.
+                await wait_for(lambda: not app.live.follower_healthy, within=10)
+                assert await stream.next_block(within=2) == b": keep-alive"
+            finally:
+                os.kill(server.pid, signal.SIGCONT)  # type: ignore[arg-type]
+            await wait_for(lambda: app.live.follower_healthy, within=10)
+            await app.sale(ids, node, a)
+            assert (await stream.next_event(within=WITHIN_S + 1))["available"] == 4
     finally:
         server.stop()
 

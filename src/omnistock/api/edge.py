@@ -72,7 +72,10 @@ class Edge:
             if message["type"] == "http.response.start":
                 state[0] = message["status"]
                 if streaming:
-                    deadline[0].reschedule(None)
+                    # A stream has no deadline once it starts; the 503 of a stream that did not
+                    # start in time is sent after its deadline expired.
+                    if deadline and not deadline[0].expired():
+                        deadline[0].reschedule(None)
                     observed[0] = True
                     self._observe(scope, state[0], start)
             await send(message)
