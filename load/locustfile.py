@@ -322,6 +322,8 @@ class StoreOpsUser(_User):
         hold = placed.json()
         hold_id = hold["hold_id"]
         if hold.get("transfer_id") and not self._move(hold["transfer_id"], store):
+            # Not shipped, or arrived short: a short hold cannot be made ready, so the store
+            # cancels it and tells the customer.
             self._hold_step(hold_id, "cancel")
             return
         self.step()  # picking
@@ -362,7 +364,8 @@ class StoreOpsUser(_User):
             self._move(asked.json()["transfer_id"], store)
 
     def _move(self, transfer_id: str, store: str) -> bool:
-        """Ships a requested transfer and receives it at `store`; sometimes a unit short."""
+        """Ships a requested transfer and receives it at `store`, sometimes a unit short; True
+        only when everything shipped was received."""
         shipped = self.api.change(
             f"/v1/transfers/{transfer_id}/ship", "/v1/transfers/[id]/ship", ok=(200,)
         )
@@ -382,7 +385,7 @@ class StoreOpsUser(_User):
             kind="loss" if lost else None,
             effects=lost or None,
         )
-        return received.outcome is Outcome.OK
+        return received.outcome is Outcome.OK and not lost
 
 
 class TrafficShape(LoadTestShape):
