@@ -11,7 +11,10 @@ no consumer group.
 A changed SKU is not sent from the event itself but read again, exactly as
 ``GET /v1/availability/{sku}`` reads it (expired reservations released first). Changed SKUs are
 collected and read together, at most once per ``COALESCE_S``, so a hot SKU under load costs one
-read per interval, not one per change or per client. Each read carries a stamp, the sum of the
+read per interval, not one per change or per client. A reservation or hold whose time runs out
+while no script runs writes no event until the sweeper (every ``OMNISTOCK_SWEEP_INTERVAL_MS``, in
+each worker) or the next operation releases it; the stream shows it then, about a second after
+its deadline with the default interval. Each read carries a stamp, the sum of the
 SKU's position versions (every change bumps one), so a read that finishes late never replaces a
 newer one; each stream then sends a SKU only when its body differs from what that client last got.
 
