@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from omnistock.domain.stock import MAX_QTY
 from tests.api.conftest import Ids, make_node, set_stock
 from tests.api.movement_support import sku_line, step_ok, transfer_ok
@@ -70,11 +68,6 @@ async def test_integer_query_bounds_are_the_ones_the_service_enforces(
     assert checked >= 4  # after and limit of /v1/events, limit and before of the history
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lines are merged by SKU before they are checked, and the problem names the index "
-    "among the merged lines: here lines[1], a line of another SKU",
-)
 async def test_a_sku_asked_for_beyond_the_limit_in_total_is_refused_naming_its_own_line(
     client,  # noqa: F811
 ) -> None:

@@ -357,8 +357,8 @@ class ModelLedger:
     async def reserve(
         self, op_id: str, lines: Sequence[Line], *, ttl_ms: int, order_ref: str | None = None
     ) -> Reservation:
+        check_lines(op_id, lines, ttl_ms, order_ref)
         merged = merge_lines(list(lines))
-        check_lines(op_id, merged, ttl_ms, order_ref)
         now = self._now()
         first = self._replay(op_id)
         if first is not _NEW:

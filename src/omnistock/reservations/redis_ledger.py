@@ -205,8 +205,8 @@ class RedisLedger(MovementsMixin):
         order_ref: str | None = None,
         claim: RequestClaim | None = None,
     ) -> Reservation:
+        check_lines(op_id, lines, ttl_ms, order_ref)
         merged = merge_lines(list(lines))
-        check_lines(op_id, merged, ttl_ms, order_ref)
         await self._claim(op_id, claim)
         groups = self._group([(keys.partition_of(line.sku), line) for line in merged])
         rid = keys.reservation_id(op_id, groups[0].home, single=len(groups) == 1)

@@ -42,10 +42,17 @@ def check_lines(op_id: str, lines: Sequence[Line], ttl_ms: int, order_ref: str |
     check_op(op_id)
     if not 0 < len(lines) <= MAX_LINES:
         raise InvalidInput("lines", f"1 to {MAX_LINES} lines")
+    totals: dict[tuple[str, str], int] = {}
     for i, line in enumerate(lines):
         check_id(f"lines[{i}].node_id", line.node_id)
         check_id(f"lines[{i}].sku", line.sku)
         check_qty(f"lines[{i}].qty", line.qty, low=1)
+        key = (line.node_id, line.sku)
+        totals[key] = totals.get(key, 0) + line.qty
+        if totals[key] > MAX_QTY:
+            raise InvalidInput(
+                f"lines[{i}].qty", f"lines of one node and SKU add up to more than {MAX_QTY}"
+            )
     if not isinstance(ttl_ms, int) or not 0 < ttl_ms <= MAX_TTL_S * 1000:
         raise InvalidInput("ttl_s", f"must be from 1 ms to {MAX_TTL_S} s")
     if order_ref is not None:
