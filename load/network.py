@@ -95,25 +95,3 @@ def _stores(count: int, seed: int, rng: random.Random, pickup_share: float) -> l
         )
         for node in stores
     ]
-
-
-def node_body(node: Node) -> dict:
-    """The `PUT /v1/nodes/{node_id}` body of a node."""
-    body = {
-        "name": node.name or node.node_id,
-        "kind": node.kind,
-        "lat": node.lat,
-        "lon": node.lon,
-        "ships": node.ships,
-        "pickup": node.pickup,
-        "priority": node.priority,
-        "pickup_ready_minutes": node.pickup_ready_minutes,
-        "cost": {
-            "per_shipment": node.cost.per_shipment,
-            "per_km": node.cost.per_km,
-            "per_unit": node.cost.per_unit,
-        },
-    }
-    if node.capacity_per_day is not None:
-        body["capacity_per_day"] = node.capacity_per_day
-    return body

@@ -31,6 +31,7 @@ from pathlib import Path
 from load import manifest, network
 from load.http import Api, ApiError
 from load.manifest import Manifest, NodeInfo
+from omnistock.runtime.targets import node_body
 
 DEFAULT_MANIFEST = Path("load/results/manifest.json")
 BATCH = 200  # lines per adjustments request: the API's maximum
@@ -49,7 +50,7 @@ def seed(
     api = Api(url, admin_key, concurrency=concurrency)
     api.call("GET", "/v1/nodes")  # the admin key works before thousands of calls are made
     api.map(
-        lambda n: api.call("PUT", f"/v1/nodes/{n.node_id}", json=network.node_body(n)),
+        lambda n: api.call("PUT", f"/v1/nodes/{n.node_id}", json=node_body(n)),
         catalogue.nodes,
     )
     positions = [
