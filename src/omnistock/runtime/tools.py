@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -21,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from omnistock.runtime.bootstrap import LedgerRuntime, ledger_runtime
 from omnistock.runtime.settings import Settings
 from omnistock.store.database import create_schema, default_url, open_engine
+
+log = logging.getLogger("omnistock.projector")
 
 URL_FILE = "valkey.url"
 NICENESS = 10
@@ -106,25 +109,45 @@ class ProjectorThread:
     than inside them: journaling never takes the request loop's time. It publishes what it
     journaled through the workers' shared metrics snapshots."""
 
+    RESTART_AFTER_S = 5.0
+
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._main, name="projector", daemon=True)
+        self.failures = 0
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+        self._stopping.set()
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None:
+            with contextlib.suppress(RuntimeError):  # its loop already ended
+                loop.call_soon_threadsafe(stop.set)
         self._thread.join(timeout_s)
 
     def _main(self) -> None:
+        """Runs the projector until ``stop``; one that fails (a dependency missing at start-up,
+        a bug) is logged and started again, so the journal never silently stops while the
+        service goes on answering."""
         # Requests first: the journal catches up on what the workers leave of the cores.
         with contextlib.suppress(OSError, AttributeError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICENESS)
-        asyncio.run(self._run())
+        while not self._stopping.is_set():
+            try:
+                asyncio.run(self._run())
+            except Exception:
+                self.failures += 1
+                log.exception(
+                    "the projector failed; starting it again in %.0f s", self.RESTART_AFTER_S
+                )
+                self._stopping.wait(self.RESTART_AFTER_S)
+            else:
+                return
 
     async def _run(self) -> None:
         from omnistock.api.metrics import Metrics
@@ -138,7 +161,7 @@ class ProjectorThread:
                 runtime.connection.client, engine, cluster=self._settings.redis_cluster
             )
             task = asyncio.create_task(worker.run())
-            while not self._stop.is_set():
+            while not (self._stop.is_set() or self._stopping.is_set()):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), timeout=1.0)
                 metrics.outcomes["journaled"] = worker.projected
