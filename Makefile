@@ -28,7 +28,7 @@ test: $(STAMP) $(CHROMIUM)  ## the full default test suite (under 15 minutes on 
 test-all: $(STAMP) $(CHROMIUM)  ## everything, including the long profiles
 	$(BIN)/python -m pytest -q
 
-test-faults: $(STAMP)  ## the full fault and hostile-input profiles: 25 Valkey kills per durability, long outages, PostgreSQL, failovers (about 15 minutes)
+test-faults: $(STAMP)  ## the full fault and hostile-input profiles: 25 Valkey kills per durability, long outages, PostgreSQL, failovers (about 10 minutes)
 	OMNISTOCK_FAULTS_PROFILE=full $(BIN)/python -m pytest -q -m "" tests/faults tests/hostile
 
 test-soak: $(STAMP)  ## the ledger state machines with ten times the programs (about 6 minutes)
