@@ -7,6 +7,7 @@ from importlib import resources
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 HEAD = "head"
@@ -29,6 +30,12 @@ def _upgrade(connection: sa.Connection, revision: str) -> None:
     tables = sa.inspect(connection).get_table_names()
     if "nodes" in tables and "alembic_version" not in tables:
         command.stamp(config, FIRST)
+    elif revision == HEAD and "alembic_version" in tables:
+        # Every worker and tool of a service opens the database: once ``serve`` has migrated
+        # it, they find it at head and leave Alembic's migration machinery alone.
+        at = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+        if at == ScriptDirectory.from_config(config).get_current_head():
+            return
     command.upgrade(config, revision)
 
 
