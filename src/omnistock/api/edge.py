@@ -61,36 +61,38 @@ class Edge:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        state = [0]  # the status once the response has started
-        body_read = [True]  # False while a body is on its way
+        status = 0  # once the response has started
+        body_read = True  # False while a body is on its way
         # Litestar routes a path with a trailing slash to the same handler.
         streaming = scope["path"].rstrip("/") in self.streaming_paths
-        deadline: list[asyncio.Timeout] = []
-        observed = [False]
+        deadline: asyncio.Timeout | None = None
+        observed = False
 
         async def send_tracked(message: dict) -> None:
+            nonlocal status, observed
             if message["type"] == "http.response.start":
-                state[0] = message["status"]
+                status = message["status"]
                 if streaming:
                     # A stream has no deadline once it starts; the 503 of a stream that did not
                     # start in time is sent after its deadline expired.
-                    if deadline and not deadline[0].expired():
-                        deadline[0].reschedule(None)
-                    observed[0] = True
-                    self._observe(scope, state[0], start)
+                    if deadline is not None and not deadline.expired():
+                        deadline.reschedule(None)
+                    observed = True
+                    self._observe(scope, status, start)
             await send(message)
 
         async def receive_tracked() -> dict:
+            nonlocal body_read
             message = await receive()
             if not message.get("more_body"):
-                body_read[0] = True
+                body_read = True
             return message
 
         try:
             acceptable = True
             if scope["method"] in _WITH_BODY:
                 acceptable, has_body = _body_of(scope["headers"])
-                body_read[0] = not has_body
+                body_read = not has_body
             if not acceptable:
                 await _answer(
                     send_tracked,
@@ -104,13 +106,13 @@ class Edge:
                 )
                 return
             deadline_s = self.long_paths.get(scope["path"], self.deadline_s)
-            async with asyncio.timeout(deadline_s) as timeout:
-                deadline.append(timeout)
-                await self.app(scope, receive_tracked, send_tracked)
+            async with asyncio.timeout(deadline_s) as deadline:
+                # Only a request with a body still to come needs its arrival watched.
+                await self.app(scope, receive if body_read else receive_tracked, send_tracked)
         except TimeoutError:
-            if state[0]:
+            if status:
                 raise
-            if not body_read[0]:
+            if not body_read:
                 # The client, not a dependency, is slow: its body never finished arriving.
                 await _answer(
                     send_tracked,
@@ -131,8 +133,8 @@ class Edge:
                 retry_after=True,
             )
         finally:
-            if not observed[0]:
-                self._observe(scope, state[0] or 500, start)
+            if not observed:
+                self._observe(scope, status or 500, start)
 
     def _observe(self, scope: dict, status: int, start: float) -> None:
         route = scope.get("path_template") or "unmatched"
