@@ -9,7 +9,6 @@ first result, another request under the same key is refused with 422.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import uuid
 from typing import Any
@@ -20,6 +19,7 @@ from litestar import Request
 from omnistock.api.auth import principal_of
 from omnistock.api.problems import ApiProblem, invalid
 from omnistock.domain.errors import IdempotencyKeyReused
+from omnistock.domain.ids import digest_of
 from omnistock.reservations import keys
 from omnistock.reservations.claims import RequestClaim
 
@@ -28,14 +28,6 @@ REPLAYED = "Idempotent-Replayed"
 MAX_KEY = 255
 _PRINTABLE = re.compile(r"^[\x20-\x7e]{1,255}$")
 _encode = msgspec.json.encode
-
-
-def _hash(*parts: bytes) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for part in parts:
-        h.update(part)
-        h.update(b"\x00")
-    return h.hexdigest()
 
 
 def operation(
@@ -51,8 +43,8 @@ def operation(
     if not _PRINTABLE.match(key):
         raise invalid("Idempotency-Key", f"1 to {MAX_KEY} printable ASCII characters", 400)
     principal = principal_of(request)
-    op_id = "k:" + _hash(principal.key_id.encode(), key.encode())
-    fingerprint = _hash(
+    op_id = "k:" + digest_of(principal.key_id.encode(), key.encode())
+    fingerprint = digest_of(
         request.method.encode(),
         request.scope["path"].encode(),
         b"" if body is None else _encode(body),

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import contextlib
 import enum
-import hashlib
 import http.client
 import json
 import os
@@ -27,6 +26,7 @@ from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 from omnistock.domain.errors import BelowCommitted, InvalidInput, VersionConflict
+from omnistock.domain.ids import digest_of
 from omnistock.domain.node import Node
 from omnistock.reservations.claims import RequestClaim
 from omnistock.runtime.settings import Settings
@@ -75,11 +75,8 @@ class Target(Protocol):
 
 
 def fingerprint(*parts: object) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for part in parts:
-        h.update(str(part).encode())
-        h.update(b"\x00")
-    return h.hexdigest()
+    """The digest of parts given as any values, by their text."""
+    return digest_of(*(str(part).encode() for part in parts))
 
 
 class LocalTarget:
