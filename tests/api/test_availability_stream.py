@@ -694,8 +694,7 @@ async def test_the_follower_reads_only_while_someone_watches(app: LiveApp, ids: 
 
 
 def test_the_sku_of_each_event_is_read_as_the_ledger_writes_it() -> None:
-    from omnistock.api.live import skus_of_entry
-    from omnistock.reservations.events import parse_entry
+    from omnistock.reservations.events import parse_entry, skus_of_entry
 
     lines = [
         "op-1\treserve\tstore-1\tsku:a.1\t0\t2\t0\t0\t10\t2\t0\t0\t0\t3\tr1-x\t1795349528000",

@@ -48,6 +48,7 @@ from omnistock.api.controllers.availability import EVERYWHERE
 from omnistock.api.metrics import Metrics
 from omnistock.domain.stock import Position
 from omnistock.reservations import keys
+from omnistock.reservations.events import skus_of_entry, stream_position, text
 from omnistock.reservations.runner import LedgerUnavailable
 from omnistock.store.catalog import NodeCatalog
 
@@ -85,15 +86,6 @@ def availability_renderer(catalog: NodeCatalog) -> Render:
         return encode(EVERYWHERE.of(sku, positions, catalog))
 
     return render
-
-
-def skus_of_entry(fields: dict[Any, Any]) -> list[str]:
-    """The SKU of every event of one stream entry (the fourth tab-separated value of each line;
-    see ``omnistock.reservations.events``), without decoding the rest."""
-    raw = fields.get(b"e", fields.get("e", b""))
-    if isinstance(raw, str):
-        raw = raw.encode()
-    return [line.split(b"\t", 4)[3].decode() for line in raw.split(b"\n") if line]
 
 
 class Snapshot(msgspec.Struct, frozen=True):
@@ -163,18 +155,9 @@ class Subscription:
                     await self._wake.wait()
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _later(a: str, b: str) -> str:
     """The later of two stream entry ids (``<ms>-<seq>``)."""
-
-    def key(entry_id: str) -> tuple[int, int]:
-        ms, _, seq = entry_id.partition("-")
-        return int(ms), int(seq or 0)
-
-    return a if key(a) >= key(b) else b
+    return a if stream_position(a) >= stream_position(b) else b
 
 
 class EventFollower:
@@ -230,7 +213,7 @@ class EventFollower:
                     pipe.xrevrange(stream, "+", "-", count=1)
                 replies = await pipe.execute()
             for stream, last in zip(missing, replies, strict=True):
-                self._cursors.setdefault(stream, _text(last[0][0]) if last else "0-0")
+                self._cursors.setdefault(stream, text(last[0][0]) if last else "0-0")
 
     async def read(self, streams: set[str]) -> set[str]:
         """The SKUs of the events appended to ``streams`` since the last read."""
@@ -250,13 +233,13 @@ class EventFollower:
         changed: set[str] = set()
         for reply in replies:
             for stream, entries in reply or ():
-                name = _text(stream)
+                name = text(stream)
                 for _entry_id, fields in entries:
                     changed.update(skus_of_entry(fields))
                 if entries and name in self._cursors:
                     # Only forward: a read that began before a reset may end after the stream
                     # was positioned again, further on.
-                    self._cursors[name] = _later(self._cursors[name], _text(entries[-1][0]))
+                    self._cursors[name] = _later(self._cursors[name], text(entries[-1][0]))
         return changed
 
 

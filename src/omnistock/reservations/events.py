@@ -38,16 +38,32 @@ class LedgerEvent(msgspec.Struct, frozen=True):
     at_ms: int
 
 
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
+    """A stream entry id or field as text (the client may give bytes or str)."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def stream_position(entry_id: Any) -> str:
+    """A stream entry id (``<ms>-<seq>``) as text whose order is the stream's order."""
+    ms, _, seq = text(entry_id).partition("-")
+    return f"{int(ms):020d}-{int(seq or 0):020d}"
+
+
+def skus_of_entry(fields: dict[Any, Any]) -> list[str]:
+    """The SKU of every event of one stream entry (the fourth value of each line), without
+    decoding the rest."""
+    raw = fields.get(b"e", fields.get("e", b""))
+    if isinstance(raw, str):
+        raw = raw.encode()
+    return [line.split(b"\t", 4)[3].decode() for line in raw.split(b"\n") if line]
 
 
 def parse_entry(entry_id: Any, fields: dict[Any, Any]) -> list[LedgerEvent]:
     """The events of one stream entry, in the order they happened."""
-    entry = _text(entry_id)
+    entry = text(entry_id)
     raw = fields.get(b"e", fields.get("e", b""))
     events = []
-    for i, line in enumerate(_text(raw).split("\n")):
+    for i, line in enumerate(text(raw).split("\n")):
         op, kind, node, sku, *numbers, ref, at = line.split("\t")
         d_oh, d_rs, d_hd, d_ib, oh, rs, hd, ss, ib, v = (int(x) for x in numbers)
         events.append(

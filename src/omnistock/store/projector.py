@@ -41,7 +41,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from omnistock.reservations import keys
-from omnistock.reservations.events import parse_entry
+from omnistock.reservations.events import parse_entry, stream_position, text
 from omnistock.store.database import documents, events
 
 log = logging.getLogger("omnistock.projector")
@@ -66,16 +66,6 @@ _decode = msgspec.json.Decoder().decode
 
 def consumer_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def stream_position(entry_id: Any) -> str:
-    """A stream entry id as text whose order is the stream's order."""
-    ms, _, seq = _text(entry_id).partition("-")
-    return f"{int(ms):020d}-{int(seq or 0):020d}"
 
 
 @dataclass(slots=True)
@@ -109,13 +99,13 @@ def _parse_read(reply: list[Any]) -> _Read:
     for entry_id, fields in raw_entries or []:
         pairs = dict(zip(fields[::2], fields[1::2], strict=True)) if fields else None
         entries.append((entry_id, pairs))
-    last_id, now_ms = _text(last), int(now)
+    last_id, now_ms = text(last), int(now)
     seen = stream_position(last_id)
     parts = [
-        _Part(_text(kind), _text(doc), int(part), raw, int(ttl), seen, now_ms)
+        _Part(text(kind), text(doc), int(part), raw, int(ttl), seen, now_ms)
         for kind, doc, part, raw, ttl in flat or []
     ]
-    return _Read(entries, _text(next_start), last_id, now_ms, bool(int(exact)), parts)
+    return _Read(entries, text(next_start), last_id, now_ms, bool(int(exact)), parts)
 
 
 def orphaned_holds(parts: list[_Part]) -> list[str]:
@@ -440,7 +430,7 @@ class Projector:
         total = 0
         for stream in self._streams:
             for group in await self._client.xinfo_groups(stream):
-                if _text(group.get("name")) == GROUP:
+                if text(group.get("name")) == GROUP:
                     lag = group.get("lag")
                     if lag is None:
                         lag = await self._client.xlen(stream)
