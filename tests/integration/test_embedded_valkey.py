@@ -15,9 +15,11 @@ from redis.crc import key_slot
 
 from omnistock.runtime.valkey_cluster import SLOTS, EmbeddedCluster
 from omnistock.runtime.valkey_server import (
+    ALLOCATOR_TUNABLES,
     EmbeddedValkey,
     ValkeyCrashed,
     ValkeyStartError,
+    server_env,
 )
 
 
@@ -56,6 +58,21 @@ def test_aof_settings(tmp_path: Path, durability: str, fsync: str) -> None:
     assert config["aof-use-rdb-preamble"] == "yes"
     assert config["save"] == ""
     assert Path(config["dir"]) == tmp_path.resolve()
+
+
+def test_server_gets_allocator_tuning_and_operator_tunables_win(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mxfast=64")
+    env = server_env()
+    entries = env["GLIBC_TUNABLES"].split(":")
+    assert entries[: len(ALLOCATOR_TUNABLES)] == list(ALLOCATOR_TUNABLES)
+    # glibc takes the last setting of a tunable: the operator's comes after ours
+    assert entries[-1] == "glibc.malloc.mxfast=64"
+    assert env["PATH"] == os.environ["PATH"]
+    # and the server starts with it
+    with EmbeddedValkey(tmp_path) as srv, srv.client() as client:
+        assert client.ping()
 
 
 def test_unknown_durability_is_rejected(tmp_path: Path) -> None:
