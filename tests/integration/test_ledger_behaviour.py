@@ -230,6 +230,35 @@ async def test_sku_positions_lists_every_node_of_a_sku_sorted_by_node(harness: H
     assert await harness.ledger.sku_positions(harness.names.sku()) == []
 
 
+async def test_every_position_of_a_sku_held_at_many_nodes_is_read_exactly(harness: Harness):
+    """Past about 21 nodes a SKU's hash leaves the compact encoding and its fields come back in
+    no particular order; the availability script groups them per node whatever the order."""
+    sku = harness.names.sku()
+    nodes = sorted(harness.names.node(label=f"n{i}") for i in range(40))
+    for i, node in enumerate(nodes):
+        await harness.ledger.set_stock(
+            harness.names.op("seed"), node, sku, 100 + i, safety_stock=i % 3
+        )
+    reserved = await harness.ledger.reserve(
+        harness.names.op("reserve"), [Line(nodes[7], sku, 5)], ttl_ms=LONG_TTL_MS
+    )
+    assert reserved.reservation_id
+
+    positions = await harness.ledger.sku_positions(sku)
+
+    assert [p.node_id for p in positions] == nodes
+    expected = {
+        node: (100 + i, 5 if i == 7 else 0, 0, i % 3, 0, 2 if i == 7 else 1)
+        for i, node in enumerate(nodes)
+    }
+    assert {
+        p.node_id: (p.on_hand, p.reserved, p.held, p.safety_stock, p.inbound, p.version)
+        for p in positions
+    } == expected
+    for p in positions:
+        assert p == await harness.ledger.position(p.node_id, sku)
+
+
 async def test_availability_many_reads_hundreds_of_skus_in_few_script_calls(harness: Harness):
     """One call on a single server; on a cluster at most one per partition, and fewer once the
     runner batches the partitions one node owns."""

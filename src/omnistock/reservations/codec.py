@@ -87,23 +87,16 @@ def reservation(rid: str, view: dict[str, Any], lines: list[Line]) -> Reservatio
     )
 
 
-def positions_from_hash(sku: str, flat: list[bytes]) -> list[Position]:
-    """Parses a SKU hash (``node|field`` -> value) into positions sorted by node id."""
-    by_node: dict[str, dict[str, int]] = {}
-    for i in range(0, len(flat), 2):
-        field = flat[i].decode() if isinstance(flat[i], bytes) else flat[i]
-        node, _, name = field.rpartition("|")
-        by_node.setdefault(node, {})[name] = int(flat[i + 1])
-    return [
-        Position(
-            node,
-            sku,
-            f.get("oh", 0),
-            f.get("rs", 0),
-            f.get("hd", 0),
-            f.get("ss", 0),
-            f.get("ib", 0),
-            f.get("v", 0),
-        )
-        for node, f in sorted(by_node.items())
+def positions_from_flat(sku: str, flat: list[Any]) -> list[Position]:
+    """Positions sorted by node id, from the availability script's reply: per node its id, then
+    on_hand, reserved, held, safety_stock, inbound and version."""
+    positions = [
+        Position(flat[i].decode(), sku, *flat[i + 1 : i + 7]) for i in range(0, len(flat), 7)
     ]
+    if len(positions) > 1:
+        positions.sort(key=_node_id)
+    return positions
+
+
+def _node_id(p: Position) -> str:
+    return p.node_id

@@ -183,7 +183,7 @@ class RedisLedger(MovementsMixin):
                 args += [p, sku]
             flats = await self._call("availability", group.tags, args)
             return [
-                (sku, codec.positions_from_hash(sku, flat))
+                (sku, codec.positions_from_flat(sku, flat))
                 for (_, sku), flat in zip(group.items, flats, strict=True)
             ]
 
