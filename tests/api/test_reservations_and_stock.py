@@ -367,6 +367,32 @@ async def test_availability_sums_nodes_and_reflects_reservations(client, ids: Id
     assert all("distance_km" not in n for n in body["nodes"])
 
 
+async def test_hot_routes_answer_plain_json_with_exact_length(client, ids: Ids) -> None:
+    """Availability, reserve and release encode their own answers (see api.encoded): the same
+    headers as every other JSON answer, a replay marked as one."""
+    sku = ids.sku()
+    nodes = await three_nodes(client, ids, sku)
+    key = ids.key()
+    body = {"lines": [line(nodes["berlin"], sku, 1)]}
+    answers = [
+        await client.get(f"/v1/availability/{sku}", headers=auth("storefront")),
+        created := await client.post("/v1/reservations", json=body, headers=idem(key)),
+        replayed := await client.post("/v1/reservations", json=body, headers=idem(key)),
+        await client.post(
+            f"/v1/reservations/{created.json()['reservation_id']}/release",
+            headers=idem(ids.key()),
+        ),
+    ]
+    assert [a.status_code for a in answers] == [200, 201, 201, 200]
+    for answer in answers:
+        assert answer.headers["content-type"] == "application/json"
+        assert int(answer.headers["content-length"]) == len(answer.content)
+    assert "idempotent-replayed" not in created.headers
+    assert replayed.headers["idempotent-replayed"] == "true"
+    assert replayed.json() == created.json()
+    assert answers[3].json()["status"] == "released"
+
+
 async def test_availability_near_a_point_sorts_by_distance(client, ids: Ids) -> None:
     sku = ids.sku()
     nodes = await three_nodes(client, ids, sku)

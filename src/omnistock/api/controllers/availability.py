@@ -11,9 +11,11 @@ from litestar.openapi.spec import OpenAPIType, Operation
 from litestar.openapi.spec import Parameter as OpenAPIParameter
 from litestar.openapi.spec import Schema as OpenAPISchema
 from litestar.params import FromPath, JSONBody
+from litestar.response.base import ASGIResponse
 
 from omnistock.api.auth import Role
 from omnistock.api.bodies import strict
+from omnistock.api.encoded import documented, json_response
 from omnistock.api.paths import checked_id, point
 from omnistock.api.schemas import (
     AvailabilityItems,
@@ -135,13 +137,14 @@ class AvailabilityController(Controller):
         operation_id="getAvailability",
         summary="Available quantity of one SKU, per node; near=lat,lon sorts by distance",
         operation_class=AvailabilityOperation,
+        responses=documented(SkuAvailability),
     )
-    async def one(self, request: Request, sku: FromPath[str]) -> SkuAvailability:
+    async def one(self, request: Request, sku: FromPath[str]) -> ASGIResponse:
         checked_id("sku", sku)
         scope = scope_of_query(request) if request.scope["query_string"] else EVERYWHERE
         services = request.app.state.services
         positions = (await services.ledger.availability_many([sku]))[sku]
-        return scope.of(sku, positions, services.catalog)
+        return json_response(scope.of(sku, positions, services.catalog))
 
     @post(
         "/query",

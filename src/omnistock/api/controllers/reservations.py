@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
+from litestar.response.base import ASGIResponse
 
 from omnistock.api import views
 from omnistock.api.auth import Role
 from omnistock.api.bodies import strict
 from omnistock.api.controllers.lists import After, Limit, ReservationStatus, list_page
+from omnistock.api.encoded import documented, json_response
 from omnistock.api.idempotency import operation, replay_headers
 from omnistock.api.paths import checked_id
 from omnistock.api.schemas import ReservationOut, ReservationPage, ReserveIn
@@ -22,10 +24,16 @@ class ReservationsController(Controller):
     tags = ["reservations"]
     opt = {"role": Role.OMS}
 
-    @post("/", operation_id="reserve", summary="Reserve every line or none", status_code=201)
+    @post(
+        "/",
+        operation_id="reserve",
+        summary="Reserve every line or none",
+        status_code=201,
+        responses=documented(ReservationOut, 201),
+    )
     async def reserve(
         self, request: Request, state: State, data: JSONBody[ReserveIn]
-    ) -> Response[ReservationOut]:
+    ) -> ASGIResponse:
         data = await strict(request, ReserveIn)
         services = state.services
         op_id, claim = operation(request, data, required=True)
@@ -42,9 +50,7 @@ class ReservationsController(Controller):
             services.metrics.outcome("short")
             raise
         services.metrics.outcome("replayed" if claim and claim.replayed else "reserved")
-        return Response(
-            views.reservation(reservation), status_code=201, headers=replay_headers(claim)
-        )
+        return json_response(views.reservation(reservation), 201, replay_headers(claim))
 
     @get(
         "/",
@@ -75,10 +81,11 @@ class ReservationsController(Controller):
         operation_id="commitReservation",
         summary="The goods left: on_hand and reserved both drop",
         status_code=200,
+        responses=documented(ReservationOut),
     )
     async def commit(
         self, request: Request, state: State, reservation_id: FromPath[str]
-    ) -> Response[ReservationOut]:
+    ) -> ASGIResponse:
         return await self._finish("commit", request, state, reservation_id)
 
     @post(
@@ -86,15 +93,16 @@ class ReservationsController(Controller):
         operation_id="releaseReservation",
         summary="Back to available",
         status_code=200,
+        responses=documented(ReservationOut),
     )
     async def release(
         self, request: Request, state: State, reservation_id: FromPath[str]
-    ) -> Response[ReservationOut]:
+    ) -> ASGIResponse:
         return await self._finish("release", request, state, reservation_id)
 
     async def _finish(
         self, action: str, request: Request, state: State, reservation_id: str
-    ) -> Response[ReservationOut]:
+    ) -> ASGIResponse:
         checked_id("reservation_id", reservation_id)
         services = state.services
         op_id, claim = operation(request, required=False)
@@ -102,4 +110,4 @@ class ReservationsController(Controller):
         finish = ledger.commit if action == "commit" else ledger.release
         reservation = await finish(op_id, reservation_id, claim=claim)
         services.metrics.outcome("committed" if action == "commit" else "released")
-        return Response(views.reservation(reservation), headers=replay_headers(claim))
+        return json_response(views.reservation(reservation), headers=replay_headers(claim))
