@@ -745,7 +745,8 @@ def markdown(report: dict[str, Any]) -> str:
     out += paced_markdown(report["paced"], c["connections"])
     out += ["", "## Journal under the load", ""]
     out += [
-        "The projector runs in the worker, as in production: events journaled per second and "
+        "The projector runs in serve's main process beside the worker, as in production: events "
+        "journaled per second and "
         "its lag (stream entries not yet in the journal, sampled from /readyz every 200 ms), "
         "medians over the closed-loop rounds.",
         "",
