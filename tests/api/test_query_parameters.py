@@ -40,34 +40,3 @@ def test_the_document_says_unknown_query_parameters_are_refused() -> None:
     for path in ("/v1/availability/{sku}", "/v1/events", "/v1/stock/{node_id}/{sku}/history"):
         description = paths[path]["get"]["responses"]["422"]["description"]
         assert "query parameter this operation does not take" in description, path
-
-
-INTEGER_QUERIES = [
-    ("/v1/events", "after", {"limit": 5}),
-    ("/v1/events", "limit", {"after": 0}),
-    ("/v1/stock/n-1/s-1/history", "before", {"limit": 5}),
-    ("/v1/reservations", "limit", {}),
-    ("/v1/holds", "limit", {}),
-    ("/v1/transfers", "limit", {}),
-]
-
-
-@pytest.mark.parametrize(("path", "name", "others"), INTEGER_QUERIES)
-async def test_a_whole_number_parameter_is_taken_only_in_plain_digits_and_once(
-    client,  # noqa: F811
-    path: str,
-    name: str,
-    others: dict,
-) -> None:
-    ok = await client.get(path, params={**others, name: "3"}, headers=auth("admin"))
-    assert ok.status_code == 200, ok.text
-
-    for raw in ("3.0", "1e1", " 3", "+3", "3 "):
-        refused = await client.get(path, params={**others, name: raw}, headers=auth("admin"))
-        assert refused.status_code in (400, 422), (raw, refused.text)
-        assert refused.json()["field"] == name, (raw, refused.text)
-    twice = await client.get(
-        path, params=[*others.items(), (name, "3"), (name, "4")], headers=auth("admin")
-    )
-    assert twice.status_code == 422, twice.text
-    assert twice.json()["field"] == name

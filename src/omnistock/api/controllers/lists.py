@@ -77,7 +77,7 @@ async def list_page(
     """Up to ``limit`` items of ``kind`` ("r", "h" or "t") whose live status is ``status`` (by
     default any open one), newest first, after the cursor ``after``; and the cursor of the next
     page, None at the end. ``read`` gets one from the ledger by id, ``view`` makes its body."""
-    only_known_query(request, QUERY, frozenset({"limit"}))
+    only_known_query(request, QUERY)
     wanted = OPEN[kind] if status is None else frozenset({status})
     letters = frozenset().union(*(listing.STATUS_LETTERS[kind][s] for s in wanted))
     cursor = None
