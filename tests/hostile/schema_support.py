@@ -213,6 +213,21 @@ def sendable(case: Any) -> Any:
     return case
 
 
+def scalar_sent_as_one_item_list(op: Any, case: Any) -> bool:
+    """Whether a negative case turned a single-valued query parameter into a list of one item:
+    sent, ``after=[0.0]`` reads ``after=0.0``, the same bytes as a valid value, which no server
+    can tell apart (a list of two or more reads as the parameter given twice, which is refused)."""
+    arrays = {
+        param.name
+        for param in op.query
+        if (param.definition.get("schema") or {}).get("type") == "array"
+    }
+    return any(
+        isinstance(value, list) and len(value) == 1 and name not in arrays
+        for name, value in (case.query or {}).items()
+    )
+
+
 def with_key(case: Any, role: str) -> Any:
     """The case with this role's API key as its Authorization header, in the case itself (not
     as a transport override), so that every check judges the request as sent: a negative case

@@ -390,7 +390,10 @@ def _complete(
         if status == 422 and any(
             isinstance(p, Parameter) and p.param_in == "query" for p in parameters
         ):
-            description += "; or a query parameter this operation does not take"
+            description += (
+                "; or a query parameter this operation does not take, or one it takes once "
+                "given more than once"
+            )
         responses[str(status)] = OpenAPIResponse(
             description=description,
             content={PROBLEM_MEDIA_TYPE: OpenAPIMediaType(schema=PROBLEM)},

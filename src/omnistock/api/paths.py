@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from litestar import Request
+
 from omnistock.domain.errors import InvalidInput
 from omnistock.domain.ids import is_valid_id
 
@@ -22,3 +24,17 @@ def point(field: str, raw: str) -> tuple[float, float]:
     if not sep or not (-90 <= lat <= 90) or not (-180 <= lon <= 180):
         raise InvalidInput(field, "must be lat,lon with lat in [-90, 90] and lon in [-180, 180]")
     return lat, lon
+
+
+def only_known_query(
+    request: Request, known: frozenset[str], repeatable: frozenset[str] = frozenset()
+) -> None:
+    """Refuses a query parameter the route does not take, naming it, and one given more than
+    once that takes a single value (Litestar would quietly keep one of them)."""
+    if request.scope["query_string"]:
+        query = request.query_params
+        for name in query:
+            if name not in known:
+                raise InvalidInput(name, "unknown query parameter")
+            if name not in repeatable and len(query.getall(name)) > 1:
+                raise InvalidInput(name, "takes one value; given more than once")

@@ -16,7 +16,7 @@ from litestar.response.base import ASGIResponse
 from omnistock.api.auth import Role
 from omnistock.api.bodies import strict
 from omnistock.api.encoded import documented, json_response
-from omnistock.api.paths import checked_id, point
+from omnistock.api.paths import checked_id, only_known_query, point
 from omnistock.api.schemas import (
     AvailabilityItems,
     AvailabilityQuery,
@@ -74,9 +74,7 @@ def scope_of_query(request: Request) -> Scope:
     """``near``, ``radius_km`` and ``node_id`` (repeatable), read by hand: on the storefront's
     hottest route, Litestar's parameter parsing costs more than the ledger read."""
     query = request.query_params
-    for name in query:
-        if name not in QUERY_PARAMETERS:
-            raise InvalidInput(name, "unknown query parameter")
+    only_known_query(request, KNOWN_QUERY, repeatable=REPEATABLE_QUERY)
     near = query.get("near")
     radius_km = None
     if (raw := query.get("radius_km")) is not None:
@@ -109,6 +107,10 @@ QUERY_PARAMETERS = {
         ),
     ),
 }
+
+
+KNOWN_QUERY = frozenset(QUERY_PARAMETERS)
+REPEATABLE_QUERY = frozenset({"node_id"})
 
 
 @dataclass

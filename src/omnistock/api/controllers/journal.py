@@ -13,9 +13,8 @@ from litestar import Controller, Request, get
 from litestar.params import FromPath, Parameter
 
 from omnistock.api.auth import Role
-from omnistock.api.paths import checked_id
+from omnistock.api.paths import checked_id, only_known_query
 from omnistock.api.schemas import Deltas, EventsPage, HistoryPage, JournalEntry, timestamp
-from omnistock.domain.errors import InvalidInput
 from omnistock.store import journal
 
 MAX_PAGE = 1000
@@ -26,14 +25,6 @@ database (SQLite cannot bind it)."""
 Limit = Annotated[int, Parameter(ge=1, le=MAX_PAGE, description="entries per page")]
 HISTORY_QUERY = frozenset({"limit", "before"})
 EVENTS_QUERY = frozenset({"after", "limit"})
-
-
-def only_known_query(request: Request, known: frozenset[str]) -> None:
-    """Refuses a query parameter the route does not take, naming it."""
-    if request.scope["query_string"]:
-        for name in request.query_params:
-            if name not in known:
-                raise InvalidInput(name, "unknown query parameter")
 
 
 def entry(row: dict[str, Any]) -> JournalEntry:

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from litestar import Request
 from litestar.params import Parameter
 
-from omnistock.api.controllers.journal import only_known_query
+from omnistock.api.paths import only_known_query
 from omnistock.domain.errors import InvalidInput, NotFound
 from omnistock.store import listing
 
