@@ -22,6 +22,7 @@ import csv
 import itertools
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -86,15 +87,13 @@ def warehouse_count(n_nodes: int) -> int:
     return 1 if n_nodes < 200 else 2 if n_nodes < 1000 else 3
 
 
-def build_network(n_nodes: int, seed: int = 0) -> Network:
-    """A network of `n_nodes` nodes: `warehouse_count(n_nodes)` warehouses, the rest stores."""
-    cities = load_cities()
-    rng = random.Random(f"network:{n_nodes}:{seed}")
-    by_name = {(c.name, c.state): c for c in cities}
-    nodes: list[Node] = []
-    for i, site in enumerate(WAREHOUSE_SITES[: warehouse_count(n_nodes)]):
+def warehouses(count: int, cities: Sequence[City] | None = None) -> list[Node]:
+    """The first ``count`` of WAREHOUSE_SITES as warehouses ``wh-01``, ``wh-02``, ..."""
+    by_name = {(c.name, c.state): c for c in (cities if cities is not None else load_cities())}
+    out = []
+    for i, site in enumerate(WAREHOUSE_SITES[:count]):
         city = by_name[site]
-        nodes.append(
+        out.append(
             Node(
                 node_id=f"wh-{i + 1:02d}",
                 lat=city.lat,
@@ -107,6 +106,14 @@ def build_network(n_nodes: int, seed: int = 0) -> Network:
                 name=f"DC {city.name}, {city.state}",
             )
         )
+    return out
+
+
+def build_network(n_nodes: int, seed: int = 0) -> Network:
+    """A network of `n_nodes` nodes: `warehouse_count(n_nodes)` warehouses, the rest stores."""
+    cities = load_cities()
+    rng = random.Random(f"network:{n_nodes}:{seed}")
+    nodes = warehouses(warehouse_count(n_nodes), cities)
     picker = _CityPicker(cities)
     per_city: dict[City, int] = {}
     for i in range(n_nodes - len(nodes)):

@@ -45,7 +45,7 @@ def build(
     if stores < 1 or skus < 1 or not 0 <= hot <= skus:
         raise ValueError("need at least one store and one SKU, and at most as many hot SKUs")
     rng = random.Random(f"load-network:{warehouses}:{stores}:{seed}")
-    nodes = [*_warehouses(warehouses), *_stores(stores, seed, rng, pickup_share)]
+    nodes = [*geo.warehouses(warehouses), *_stores(stores, seed, rng, pickup_share)]
     stock = geo.build_stock(Network(nodes), skus, seed)
     ids = tuple(geo.sku_id(rank) for rank in range(1, skus + 1))
     for sku in ids[:hot]:
@@ -59,27 +59,6 @@ def limited(units: dict[str, int], total: int) -> dict[str, int]:
     if held <= total:
         return dict(units)
     return {node: max(1, round(qty * total / held)) for node, qty in units.items()}
-
-
-def _warehouses(count: int) -> list[Node]:
-    cities = {(c.name, c.state): c for c in geo.load_cities()}
-    out = []
-    for i, site in enumerate(geo.WAREHOUSE_SITES[:count]):
-        city = cities[site]
-        out.append(
-            Node(
-                node_id=f"wh-{i + 1:02d}",
-                lat=city.lat,
-                lon=city.lon,
-                kind="warehouse",
-                ships=True,
-                pickup=False,
-                cost=geo.WAREHOUSE_COST,
-                priority=geo.WAREHOUSE_PRIORITY,
-                name=f"DC {city.name}, {city.state}",
-            )
-        )
-    return out
 
 
 def _stores(count: int, seed: int, rng: random.Random, pickup_share: float) -> list[Node]:

@@ -26,7 +26,7 @@ _DESCRIPTIONS = {200: "Request fulfilled, document follows", 201: "Document crea
 class EncodedJson(ASGIResponse):
     """A JSON answer whose body and headers are ready to send: two ASGI messages and nothing
     else (no cookies, no background task, never a HEAD answer: the hot routes are GET and
-    POST)."""
+    POST). It overrides every method of ``ASGIResponse`` that reads the rest of its state."""
 
     __slots__ = ("_raw_headers",)
 
@@ -37,11 +37,6 @@ class EncodedJson(ASGIResponse):
         self._raw_headers = raw
         self.body = body
         self.status_code = status_code
-        self.content_length = len(body)
-        self.background = None
-        self.is_head_response = False
-        self.encoding = "utf-8"
-        self._encoded_cookies = ()
 
     def encode_headers(self) -> list[tuple[bytes, bytes]]:
         return self._raw_headers

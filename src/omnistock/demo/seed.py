@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from omnistock.demo.catalogue import SEED, Demo, Position, build
-from omnistock.runtime.progress import Progress, bounded_map
+from omnistock.runtime.progress import map_showing_progress
 from omnistock.runtime.targets import Outcome, Result, Target, fingerprint
 
 
@@ -76,13 +76,9 @@ async def seed(
             if_version=0,
         )
 
-    bar = Progress("seeding demo stock", len(demo.positions), enabled=progress)
-    try:
-        outcomes = await bounded_map(
-            demo.positions, put, concurrency=target.concurrency, progress=bar
-        )
-    finally:
-        bar.close()
+    outcomes = await map_showing_progress(
+        "seeding demo stock", demo.positions, put, concurrency=target.concurrency, enabled=progress
+    )
     for position, outcome in zip(demo.positions, outcomes, strict=True):
         report.counts[outcome.result] += 1
         if outcome.result is Result.REFUSED:

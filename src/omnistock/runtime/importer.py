@@ -29,7 +29,7 @@ from pathlib import Path
 
 from omnistock.domain.ids import is_valid_id
 from omnistock.reservations.validation import MAX_QTY
-from omnistock.runtime.progress import Progress, bounded_map
+from omnistock.runtime.progress import map_showing_progress
 from omnistock.runtime.settings import Settings
 from omnistock.runtime.targets import (
     Outcome,
@@ -259,13 +259,9 @@ async def run_import(
             op_id(import_id, row), row.node_id, row.sku, row.on_hand, safety_stock=row.safety_stock
         )
 
-    bar = Progress("importing", len(parsed.rows), enabled=progress)
-    try:
-        outcomes = await bounded_map(
-            parsed.rows, apply, concurrency=target.concurrency, progress=bar
-        )
-    finally:
-        bar.close()
+    outcomes = await map_showing_progress(
+        "importing", parsed.rows, apply, concurrency=target.concurrency, enabled=progress
+    )
     for row, outcome in zip(parsed.rows, outcomes, strict=True):
         counts[outcome.result] += 1
         if outcome.result is Result.REFUSED:

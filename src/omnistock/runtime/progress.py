@@ -84,3 +84,19 @@ async def bounded_map(
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
     return results  # type: ignore[return-value]
+
+
+async def map_showing_progress(
+    label: str,
+    items: Sequence[T],
+    call: Callable[[T], Awaitable[R]],
+    *,
+    concurrency: int,
+    enabled: bool | None = None,
+) -> list[R]:
+    """``bounded_map`` with a progress bar named ``label``, closed however the map ends."""
+    bar = Progress(label, len(items), enabled=enabled)
+    try:
+        return await bounded_map(items, call, concurrency=concurrency, progress=bar)
+    finally:
+        bar.close()

@@ -36,6 +36,7 @@ from litestar.openapi.spec import Schema as OpenAPISchema
 from litestar.response import Stream
 
 from omnistock.api.auth import Role
+from omnistock.api.paths import only_known_query
 from omnistock.domain.errors import InvalidInput
 from omnistock.domain.ids import is_valid_id
 
@@ -73,13 +74,14 @@ EVENT_SCHEMA = OpenAPISchema(
 )
 
 
+STREAM_QUERY = frozenset({"skus"})
+"""``skus`` may repeat: its values are joined, as if comma-separated."""
+
+
 def skus_of_query(request: Request) -> list[str]:
     """The SKUs of ``skus=a,b,c`` in the order given, each once; nothing else is accepted."""
-    query = request.query_params
-    for name in query:
-        if name != "skus":
-            raise InvalidInput(name, "unknown query parameter")
-    given = query.getall("skus", [])
+    only_known_query(request, STREAM_QUERY, repeatable=STREAM_QUERY)
+    given = request.query_params.getall("skus", [])
     if not given:
         raise InvalidInput("skus", f"required: 1 to {MAX_STREAM_SKUS} comma-separated SKUs")
     skus = ",".join(given).split(",")
