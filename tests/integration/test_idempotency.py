@@ -246,6 +246,30 @@ async def test_retried_refused_adjust_reports_the_first_shortage_after_stock_arr
     assert [(s.sku, s.requested, s.available) for s in again.shortages] == [(skus[0], 4, 0)]
 
 
+async def test_retried_refusal_keeps_short_lines_that_read_the_same(harness: Harness):
+    """Two lines short by the same amount on one position are two short lines, on the retry too,
+    when the stock has arrived meanwhile and the refusal is replayed partition by partition."""
+    node, skus = await _stocked(harness, 2, on_hand=10)
+    op = harness.names.op()
+    lines = [
+        receipt(node, skus[0], -40),
+        receipt(node, skus[0], 40),
+        receipt(node, skus[1], -2),
+        receipt(node, skus[0], -40),
+    ]
+    first = await _outcome(lambda: harness.ledger.adjust(op, lines))
+    await harness.ledger.adjust(harness.names.op(), [receipt(node, skus[0], 100)])
+
+    again = await replay_is_inert(harness, skus, lambda: harness.ledger.adjust(op, lines))
+
+    assert isinstance(first, BelowCommitted)
+    _same(first, again)
+    assert [(s.sku, s.requested, s.available) for s in again.shortages] == [
+        (skus[0], 40, 10),
+        (skus[0], 40, 10),
+    ]
+
+
 @pytest.mark.parametrize("ended", ["commit", "release"])
 @pytest.mark.parametrize("action", ["commit", "release"])
 async def test_replayed_illegal_transition_raises_the_same_error(

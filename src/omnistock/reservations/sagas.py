@@ -269,8 +269,12 @@ def _in_request_order(
     groups: list[Group], refusals: list[BaseException], adjustments: Sequence[Adjustment]
 ) -> list[Shortage]:
     """Short lines of several partitions in the order of the request, as one script reports
-    them on a single server. Each partition reports its short lines in its own line order, so
-    they are matched back to their lines by position and quantity."""
+    them on a single server. Each partition reports its own short lines in its line order, so
+    they are matched back to their lines by position and quantity. A partition replaying the
+    refusal remembered before any partition applied (see _remember_refusal) reports every short
+    line of the request, some of them outside its own lines: that list is the answer as it is.
+    Two short lines may read the same (one position, one quantity, one available figure), so
+    lines are told apart by their place in the request, never by their value."""
     index = {id(a): i for i, a in enumerate(adjustments)}
     placed: list[tuple[int, Shortage]] = []
     for group, refusal in zip(groups, refusals, strict=True):
@@ -282,10 +286,9 @@ def _in_request_order(
                 if (s.node_id, s.sku, s.requested) == (a.node_id, a.sku, -a.delta):
                     placed.append((index[id(a)], s))
                     k += 1
-        placed += [(len(adjustments), s) for s in shortages[k:]]
-    # A refusal remembered before any partition applied (see _remember_refusal) names every
-    # short line in each partition: each line once.
-    return list(dict.fromkeys(s for _i, s in sorted(placed, key=lambda pair: pair[0])))
+        if k < len(shortages):
+            return shortages
+    return [s for _i, s in sorted(placed, key=lambda pair: pair[0])]
 
 
 def _net_inverse(group: Group) -> list[tuple[int, Adjustment]]:
