@@ -137,17 +137,21 @@ class ProjectorThread:
         # Requests first: the journal catches up on what the workers leave of the cores.
         with contextlib.suppress(OSError, AttributeError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICENESS)
-        while not self._stopping.is_set():
-            try:
-                asyncio.run(self._run())
-            except Exception:
-                self.failures += 1
-                log.exception(
-                    "the projector failed; starting it again in %.0f s", self.RESTART_AFTER_S
-                )
-                self._stopping.wait(self.RESTART_AFTER_S)
-            else:
-                return
+        # One event loop for every attempt, where asyncio.run would close one per attempt: a
+        # failed attempt can leave a database driver's thread finishing its work and reporting
+        # back to the loop it started on (a failed SQLite connect stops its thread so).
+        with asyncio.Runner() as runner:
+            while not self._stopping.is_set():
+                try:
+                    runner.run(self._run())
+                except Exception:
+                    self.failures += 1
+                    log.exception(
+                        "the projector failed; starting it again in %.0f s", self.RESTART_AFTER_S
+                    )
+                    self._stopping.wait(self.RESTART_AFTER_S)
+                else:
+                    return
 
     async def _run(self) -> None:
         from omnistock.api.metrics import Metrics
@@ -161,12 +165,15 @@ class ProjectorThread:
                 runtime.connection.client, engine, cluster=self._settings.redis_cluster
             )
             task = asyncio.create_task(worker.run())
-            while not (self._stop.is_set() or self._stopping.is_set()):
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=1.0)
-                metrics.outcomes["journaled"] = worker.projected
-                with contextlib.suppress(Exception):
-                    metrics.gauges["omnistock_projector_lag_events"] = await worker.lag()
-                metrics.flush()
-            task.cancel()
-            await asyncio.wait([task], timeout=5.0)
+            try:
+                while not (self._stop.is_set() or self._stopping.is_set()):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), timeout=1.0)
+                    metrics.outcomes["journaled"] = worker.projected
+                    with contextlib.suppress(Exception):
+                        metrics.gauges["omnistock_projector_lag_events"] = await worker.lag()
+                    metrics.flush()
+            finally:
+                # The loop outlives this attempt: its projector must not.
+                task.cancel()
+                await asyncio.wait([task], timeout=5.0)
