@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.http_bench import PAIRS, SCENARIOS, round_order, summarize
-
-from benchmarks import http_bench
+from benchmarks.http_bench import FIGURES, PAIRS, SCENARIOS, round_order, summarize
 
 
 def test_every_round_runs_each_scenario_once_next_to_its_peer() -> None:
@@ -28,7 +26,7 @@ def test_which_side_of_a_pair_goes_first_alternates_and_the_pairs_rotate() -> No
 
 
 def _result(rps: float) -> dict[str, Any]:
-    figures = dict.fromkeys(http_bench.FIGURES, 1.0) | {"throughput_rps": rps}
+    figures = dict.fromkeys(FIGURES, 1.0) | {"throughput_rps": rps}
     part = {"p50_ms": 1.0, "p90_ms": 1.0, "p99_ms": 1.0, "max_ms": 1.0, "requests": 1}
     return figures | {"reserve": part, "release": part}
 

@@ -49,10 +49,15 @@ def stream_position(entry_id: Any) -> str:
     return f"{int(ms):020d}-{int(seq or 0):020d}"
 
 
+def _events_field(fields: dict[Any, Any]) -> Any:
+    """An entry's field "e", one event per line (the client may key it by bytes or str)."""
+    return fields.get(b"e", fields.get("e", b""))
+
+
 def skus_of_entry(fields: dict[Any, Any]) -> list[str]:
     """The SKU of every event of one stream entry (the fourth value of each line), without
     decoding the rest."""
-    raw = fields.get(b"e", fields.get("e", b""))
+    raw = _events_field(fields)
     if isinstance(raw, str):
         raw = raw.encode()
     return [line.split(b"\t", 4)[3].decode() for line in raw.split(b"\n") if line]
@@ -61,9 +66,8 @@ def skus_of_entry(fields: dict[Any, Any]) -> list[str]:
 def parse_entry(entry_id: Any, fields: dict[Any, Any]) -> list[LedgerEvent]:
     """The events of one stream entry, in the order they happened."""
     entry = text(entry_id)
-    raw = fields.get(b"e", fields.get("e", b""))
     events = []
-    for i, line in enumerate(text(raw).split("\n")):
+    for i, line in enumerate(text(_events_field(fields)).split("\n")):
         op, kind, node, sku, *numbers, ref, at = line.split("\t")
         d_oh, d_rs, d_hd, d_ib, oh, rs, hd, ss, ib, v = (int(x) for x in numbers)
         events.append(
