@@ -36,6 +36,11 @@ STOP_TIMEOUT_S = 30
 RETRY_PAUSE_S = 0.05
 # A client stuck without a definite answer for this long means the service did not recover.
 DEFINITE_WITHIN_S = 60
+# The service's request deadline (``OMNISTOCK_REQUEST_TIMEOUT_MS``, default 2.5 s). The client
+# library reconnects and resends on its own, so a short outage can pass with every request in
+# flight still answered; an outage longer than this deadline cuts requests off for certain.
+REQUEST_DEADLINE_S = 2.5
+LONG_OUTAGE_S = REQUEST_DEADLINE_S + 1.0
 
 
 def headers(key: str, **extra: str) -> dict[str, str]:
@@ -74,6 +79,7 @@ def start_service(data_dir: Path, redis_url: str, durability: str, workers: int 
         "OMNISTOCK_REDIS_URL": redis_url,
         "OMNISTOCK_REDIS_CLUSTER": "0",
         "OMNISTOCK_DURABILITY": durability,
+        "OMNISTOCK_REQUEST_TIMEOUT_MS": str(int(REQUEST_DEADLINE_S * 1000)),
         "OMNISTOCK_API_KEYS": f"{ADMIN_KEY}:admin,{OMS_KEY}:oms",
         "OMNISTOCK_PROJECTOR": "0",
     }
@@ -309,9 +315,13 @@ def crash_repeatedly(
 ) -> list[Kill]:
     """Kills Valkey ``kills`` times with SIGKILL, each at a random moment once at least
     ``min_acks`` requests were acknowledged since it last came back, and restarts it from its
-    data directory after a random outage."""
+    data directory after a random outage of up to 0.3 s, which the service may bridge by
+    reconnecting. One kill of the run, picked at random, keeps Valkey down for ``LONG_OUTAGE_S``
+    instead, past the request deadline, so every run also has requests cut off without an
+    answer and repeated."""
     done: list[Kill] = []
-    for _ in range(kills):
+    long_one = rng.randrange(kills)
+    for index in range(kills):
         floor = acks_total(clients)
         wait_for(lambda f=floor: acks_total(clients) >= f + min_acks, "load after a restart")
         time.sleep(rng.uniform(0.0, 0.4))  # a random moment under load
@@ -319,7 +329,7 @@ def crash_repeatedly(
         acked = acks_total(clients) - floor
         at = time.monotonic()
         server.kill()  # SIGKILL, as kill -9
-        time.sleep(rng.uniform(0.0, 0.3))  # a random outage
+        time.sleep(LONG_OUTAGE_S if index == long_one else rng.uniform(0.0, 0.3))
         server.start(timeout=30)  # same port and data dir: replays the AOF
         done.append(Kill(at, time.monotonic(), in_flight, acked))
         for client in clients:

@@ -7,7 +7,9 @@ HTTP clients reserve one to three lines (some SKUs scarce, so some reservations 
 commit or release some of their reservations, and repeat every request that got no answer or a
 5xx under its Idempotency-Key until the answer is definite. Meanwhile Valkey is killed at random
 moments (at least ``min_acks`` acknowledgements after each restart, then a random delay) and
-restarted after a random outage; the moments come from a seeded RNG whose seed is printed
+restarted after a random outage, short enough for the service's reconnect to bridge it, except
+for one kill a run that keeps Valkey down past the request deadline, so requests are cut off
+and repeated in every run; the moments come from a seeded RNG whose seed is printed
 (``OMNISTOCK_FAULTS_SEED`` repeats a run's kill schedule and clients' choices; the threads'
 interleaving is the machine's).
 
