@@ -124,6 +124,34 @@ async def test_projected_counts_the_events_the_projector_wrote(
     assert projector.projected == total
 
 
+async def test_under_steady_writes_the_projector_journals_in_batches(
+    ledger_conn: LedgerConnection, engine: AsyncEngine, client: Any
+) -> None:
+    """A write arriving while the projector idles is read at once; writes that keep coming are
+    gathered for ``linger_ms`` and journaled a batch at a time, not one read and transaction
+    each."""
+    ledger = ledger_conn.ledger
+    projector = Projector(client, engine, cluster=False, block_ms=100, linger_ms=300)
+    writes = 100
+    async with running(projector):
+        await ledger.set_stock("first", "n1", "sku-batch", 1)
+        await wait_until(
+            lambda: _equals(journal_count(engine), 1), timeout_s=10, what="the first event"
+        )
+        assert projector.batches == 1
+        for i in range(writes):  # one stream entry each: every call waits for its answer
+            await ledger.set_stock(f"steady-{i}", "n1", "sku-batch", i + 2)
+        total = await wait_journaled(engine, client)
+    assert total == writes + 1
+    assert_exactly_once(await stream_events(client), await journal_rows(engine))
+    assert projector.batches <= writes // 10, projector.batches
+    print(f"\n[projector] {writes} steady writes journaled in {projector.batches - 1} batches")
+
+
+async def _equals(count: Any, expected: int) -> bool:
+    return await count == expected
+
+
 async def test_projector_throughput_and_lag_under_load(
     ledger_conn: LedgerConnection, engine: AsyncEngine, client: Any, database_url: str
 ) -> None:
