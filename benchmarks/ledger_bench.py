@@ -11,6 +11,11 @@ in every arm, so every arm touches the same partitions and, on the cluster, the 
   ``ScriptRunner`` (same client, same coalescing, same durability wait); two calls per loop;
 * ``ceiling_batched``: the ledger script's trivial ``ping`` operation (one INCR) through the
   same batched path as reserve and release: the ceiling of the client path as omnistock uses it;
+* ``bare``: a reference, not a ledger: reserve and release scripts doing only the effects every
+  reserve and release must have (``benchmarks/lua/bare_*.lua``: the clock, a sweep of what is
+  due, the operation id's memory, the position, a record, a deadline, an event) and none of the
+  ledger's content, one EVALSHA per operation through the same ``ScriptRunner`` as ``ceiling``,
+  on keys of their own; it shows how near the ceiling the required work alone can come;
 * ``naive``: a ``RedisLedger`` on ``benchmarks.naive.NaiveRunner``: the same ledger script with
   the same keys and arguments, one plain redis-py asyncio ``EVALSHA`` per operation (a batch of
   one), no coalescing.
@@ -76,7 +81,13 @@ CEILING = Script(
     "bench_ceiling", _CEILING_SOURCE, hashlib.sha1(_CEILING_SOURCE.encode()).hexdigest()
 )
 
-ARMS = ("omnistock", "ceiling", "ceiling_batched", "naive")
+_LUA = Path(__file__).resolve().parent / "lua"
+BARE_RESERVE, BARE_RELEASE = (
+    Script.from_source(f"bench_{name}", (_LUA / f"{name}.lua").read_text())
+    for name in ("bare_reserve", "bare_release")
+)
+
+ARMS = ("omnistock", "bare", "ceiling", "ceiling_batched", "naive")
 FIGURES = (
     "ops_per_s",
     "p50_ms",
@@ -127,6 +138,53 @@ class CeilingArm:
 
     async def second(self, i: int, seq: int, _token: Any) -> None:
         await self.runner.call(CEILING, [self.keys[i]], ())
+
+
+class BareArm:
+    """The bare reserve and release scripts (see ``benchmarks/lua``), one EVALSHA each, on
+    the arm's own position hash of the task's partition."""
+
+    name = "bare"
+
+    def __init__(self, runner: ScriptRunner, tags: Sequence[str]) -> None:
+        self.runner = runner
+        self.tags = tags
+        self.prefix = self.name
+
+    @staticmethod
+    def position_key(tag: str, i: int) -> str:
+        return f"{tag}:bench:bare:s:{i}"
+
+    def _keys(self, i: int, rid: str) -> list[str]:
+        tag = self.tags[i]
+        return [
+            self.position_key(tag, i),
+            f"{tag}:bench:bare:r:{rid}",
+            f"{tag}:bench:bare:exp",
+            f"{tag}:bench:bare:ev",
+        ]
+
+    async def first(self, i: int, seq: int) -> str:
+        rid = f"{self.prefix}.{i}.{seq}"
+        reply = await self.runner.call(BARE_RESERVE, self._keys(i, rid), (NODE, 1, rid, TTL_MS))
+        if reply != b"ok":
+            raise BenchmarkError(f"bare reserve {rid}: {reply!r}")
+        return rid
+
+    async def second(self, i: int, seq: int, rid: str) -> None:
+        reply = await self.runner.call(BARE_RELEASE, self._keys(i, rid), (NODE, 1, rid, TTL_MS))
+        if reply != b"ok":
+            raise BenchmarkError(f"bare release {rid}: {reply!r}")
+
+    async def seed(self, client: Any) -> None:
+        for i, tag in enumerate(self.tags):
+            await client.hset(self.position_key(tag, i), mapping={f"{NODE}|oh": STOCK})
+
+    async def reserved_left(self, client: Any) -> int:
+        left = 0
+        for i, tag in enumerate(self.tags):
+            left += int(await client.hget(self.position_key(tag, i), f"{NODE}|rs") or 0)
+        return left
 
 
 class BatchedCeilingArm(CeilingArm):
@@ -347,15 +405,18 @@ async def bench_target(
         naive_runner = NaiveRunner(naive, build_ledger_script(), cluster=cluster)
         await naive_runner.load()
         naive_ledger = RedisLedger(naive_runner, cluster=cluster)
-        await conn.runner.load([CEILING])
+        await conn.runner.load([CEILING, BARE_RESERVE, BARE_RELEASE])
 
         skus = [f"bench-sku-{i:03d}" for i in range(opts.tasks)]
         ceiling_keys = [
             f"{keys.tag(keys.partition_of(s))}:bench:ceil:{i}" for i, s in enumerate(skus)
         ]
         await set_stock(conn.ledger, skus, "main")
+        bare = BareArm(conn.runner, [keys.tag(keys.partition_of(s)) for s in skus])
+        await bare.seed(conn.client)
         arms = [
             LedgerArm("omnistock", conn.ledger, skus),
+            bare,
             CeilingArm(conn.runner, ceiling_keys),
             BatchedCeilingArm(conn.runner, [keys.tag(keys.partition_of(s)) for s in skus]),
             LedgerArm("naive", naive_ledger, skus),
@@ -367,6 +428,7 @@ async def bench_target(
                 result = await run_round(arm, opts.tasks, opts.warmup_s, opts.seconds, admins)
                 # after the ceiling too, which touches no stock: it must still read 0
                 result["reserved_left"] = await reserved_left(conn.ledger, skus, STOCK)
+                result["reserved_left"] += await bare.reserved_left(conn.client)
                 rounds[arm.name].append(result)
                 _log(
                     f"[{name}] round {r + 1}/{opts.rounds} {arm.name:9s} "
@@ -400,6 +462,7 @@ def summarize(
     vs_naive = ops["omnistock"] / ops["naive"]
     vs_ceiling = ops["omnistock"] / ops["ceiling"]
     vs_batched = ops["omnistock"] / ops["ceiling_batched"]
+    bare_vs_ceiling = ops["bare"] / ops["ceiling"]
     per_round = list(zip(rounds["omnistock"], rounds["naive"], rounds["ceiling"], strict=True))
     return {
         "target": name,
@@ -410,6 +473,7 @@ def summarize(
             "omnistock_vs_naive": vs_naive,
             "omnistock_vs_ceiling": vs_ceiling,
             "omnistock_vs_ceiling_batched": vs_batched,
+            "bare_vs_ceiling": bare_vs_ceiling,
             "per_round_vs_naive": [o["ops_per_s"] / n["ops_per_s"] for o, n, _ in per_round],
             "per_round_vs_ceiling": [o["ops_per_s"] / c["ops_per_s"] for o, _, c in per_round],
         },
@@ -474,7 +538,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"{'PASS' if g['vs_naive']['pass'] else 'MISS'}), omnistock/ceiling "
             f"{r['omnistock_vs_ceiling']:.2f} (goal >= {TARGET_VS_CEILING}: "
             f"{'PASS' if g['vs_ceiling']['pass'] else 'MISS'}), omnistock/ceiling_batched "
-            f"{r['omnistock_vs_ceiling_batched']:.2f}. "
+            f"{r['omnistock_vs_ceiling_batched']:.2f}; bare/ceiling {r['bare_vs_ceiling']:.2f} "
+            "(the required effects alone, one script call per operation). "
             f"Reserve alone: {f['reserve_evalsha_usec_per_op']:.1f} µs EVALSHA, "
             f"{f['reserve_server_cpu_usec_per_op']:.1f} µs server CPU per reserve; release "
             f"alone: {f['release_evalsha_usec_per_op']:.1f} µs EVALSHA, "

@@ -142,7 +142,7 @@ def routing_plot(report: Mapping[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
-LEDGER_ARMS = ("omnistock", "naive", "ceiling", "ceiling_batched")
+LEDGER_ARMS = ("omnistock", "naive", "bare", "ceiling", "ceiling_batched")
 
 
 def ledger_plot(report: Mapping[str, Any], path: Path) -> Path:
@@ -150,7 +150,7 @@ def ledger_plot(report: Mapping[str, Any], path: Path) -> Path:
     targets = report["targets"]
     fig, ax = plt.subplots(figsize=(6, 3.8))
     width = 0.8 / len(LEDGER_ARMS)
-    colors = (OMNISTOCK, PEER, "#ff7f0e", "#2ca02c")
+    colors = (OMNISTOCK, PEER, "#9467bd", "#ff7f0e", "#2ca02c")
     for j, (arm, color) in enumerate(zip(LEDGER_ARMS, colors, strict=True)):
         xs = [i + (j - (len(LEDGER_ARMS) - 1) / 2) * width for i in range(len(targets))]
         ys = [t["arms"][arm]["ops_per_s"] if arm in t["arms"] else 0 for t in targets]

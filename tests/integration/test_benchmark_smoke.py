@@ -29,7 +29,7 @@ def test_quick_benchmark_reports_every_arm_and_leaves_no_stock_reserved(tmp_path
     [single] = report["targets"]
     assert single["target"] == "single"
     assert single["appendfsync"] == "always"
-    assert set(single["arms"]) == {"omnistock", "ceiling", "ceiling_batched", "naive"}
+    assert set(single["arms"]) == {"omnistock", "bare", "ceiling", "ceiling_batched", "naive"}
     for arm in single["arms"].values():
         for figure in ARM_FIGURES:
             assert arm[figure] > 0, figure
@@ -41,6 +41,7 @@ def test_quick_benchmark_reports_every_arm_and_leaves_no_stock_reserved(tmp_path
     assert single["ratios"]["omnistock_vs_naive"] > 0
     assert single["ratios"]["omnistock_vs_ceiling"] > 0
     assert single["ratios"]["omnistock_vs_ceiling_batched"] > 0
+    assert single["ratios"]["bare_vs_ceiling"] > 0
     fresh = single["reserve_only"]
     assert fresh["reserves"] > 0
     assert fresh["reserve_evalsha_usec_per_op"] > 0
