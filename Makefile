@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-all test-soak test-faults bench bench-routing bench-batch bench-peer bench-all load lint lock clean
+.PHONY: run test test-all test-soak test-faults bench bench-routing bench-batch bench-peer bench-projector bench-all load lint lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ bench-routing: $(STAMP)  ## routing decision time, optimality gap and savings pe
 
 bench-peer: $(STAMP)  ## omnistock against a PostgreSQL row-lock ledger, both fsyncing every write (about 90 s)
 	$(BIN)/python -m benchmarks.peer_bench
+
+bench-projector: $(STAMP)  ## the projector's CPU per journaled event under load, with and without its linger (about a minute)
+	$(BIN)/python -m benchmarks.projector_bench
 
 bench-all: $(STAMP)  ## every benchmark one after another, then benchmarks/results/SUITE.md and plots (about 10 minutes)
 	$(BIN)/python -m benchmarks.suite
