@@ -34,6 +34,29 @@ async def test_an_unknown_query_parameter_is_refused_naming_it(
         assert problem["detail"].endswith("unknown query parameter")
 
 
+def test_each_operation_enforces_exactly_the_query_parameters_it_documents() -> None:
+    """What a route declares it takes (``opt``, enforced by route_rules) and what its OpenAPI
+    entry documents are the same names, for every operation: a parameter added to one and not
+    the other would be refused though documented, or taken though undocumented."""
+    from tests.hostile.support import offline_app, served_document
+
+    documented = {
+        op["operationId"]: {p["name"] for p in op.get("parameters", []) if p["in"] == "query"}
+        for item in served_document()["paths"].values()
+        for op in item.values()
+        if isinstance(op, dict) and "operationId" in op
+    }
+    declared = {
+        handler.operation_id: set(handler.opt.get("query", ()))
+        for route in offline_app().routes
+        for handler in getattr(route, "route_handlers", [])
+        if isinstance(handler.operation_id, str)
+    }
+    assert set(documented) <= set(declared)
+    assert {op: declared[op] for op in documented} == documented
+    assert sum(1 for names in documented.values() if names) == 7
+
+
 def test_the_document_says_unknown_query_parameters_are_refused() -> None:
     from tests.hostile.support import served_document
 

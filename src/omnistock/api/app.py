@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 
-from omnistock.api.auth import auth_middleware
 from omnistock.api.controllers.availability import AvailabilityController
 from omnistock.api.controllers.availability_stream import STREAM_PATH, AvailabilityStreamController
 from omnistock.api.controllers.holds import HoldsController
@@ -32,6 +31,7 @@ from omnistock.api.edge import Edge
 from omnistock.api.metrics import Metrics
 from omnistock.api.openapi import COMPONENTS, ExactStructSchemas, document_outcomes
 from omnistock.api.problems import handle
+from omnistock.api.route_rules import route_rules_middleware
 from omnistock.runtime.bootstrap import service_runtime
 from omnistock.runtime.settings import Settings
 
@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
             DashboardController,
         ],
         lifespan=[lifespan],
-        middleware=[auth_middleware],
+        middleware=[route_rules_middleware],
         exception_handlers={Exception: handle},
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(

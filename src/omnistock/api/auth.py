@@ -17,7 +17,7 @@ from pathlib import Path
 
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import Scope
 
 
 class Role(enum.IntEnum):
@@ -209,22 +209,6 @@ def authorize(scope: Scope, keys: ApiKeys, role: Role) -> Principal:
         raise PermissionDeniedException(f"this needs the {needed} role; the key has {held}")
     scope["principal"] = principal  # type: ignore[typeddict-unknown-key]
     return principal
-
-
-def auth_middleware(app: ASGIApp) -> ASGIApp:
-    """Checks the role a route names in its ``opt`` (``opt={"role": Role.OMS}``).
-
-    A plain middleware rather than Litestar guards: guards cost a copy of the route handler per
-    call, which on the hot path is more than the rest of the authentication together.
-    """
-
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        role = scope["route_handler"].opt.get("role")
-        if role is not None:
-            authorize(scope, scope["litestar_app"].state.services.keys, role)
-        await app(scope, receive, send)
-
-    return middleware
 
 
 def principal_of(connection: ASGIConnection) -> Principal:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from litestar import Request
+from collections.abc import Iterable
+from typing import Any
+
+from litestar.datastructures import MultiDict
 
 from omnistock.domain.errors import InvalidInput
 from omnistock.domain.ids import is_valid_id
@@ -26,15 +29,17 @@ def point(field: str, raw: str) -> tuple[float, float]:
     return lat, lon
 
 
-def only_known_query(
-    request: Request, known: frozenset[str], repeatable: frozenset[str] = frozenset()
-) -> None:
+def takes_query(known: Iterable[str], repeatable: Iterable[str] = ()) -> dict[str, Any]:
+    """The ``opt`` of a route that takes these query parameters (``repeatable`` ones may be
+    given more than once); route_rules enforces it."""
+    return {"query": frozenset(known), "repeatable": frozenset(repeatable)}
+
+
+def check_query(query: MultiDict, known: frozenset[str], repeatable: frozenset[str]) -> None:
     """Refuses a query parameter the route does not take, naming it, and one given more than
     once that takes a single value (Litestar would quietly keep one of them)."""
-    if request.scope["query_string"]:
-        query = request.query_params
-        for name in query:
-            if name not in known:
-                raise InvalidInput(name, "unknown query parameter")
-            if name not in repeatable and len(query.getall(name)) > 1:
-                raise InvalidInput(name, "takes one value; given more than once")
+    for name in query:
+        if name not in known:
+            raise InvalidInput(name, "unknown query parameter")
+        if name not in repeatable and len(query.getall(name)) > 1:
+            raise InvalidInput(name, "takes one value; given more than once")

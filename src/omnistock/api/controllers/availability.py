@@ -16,7 +16,7 @@ from litestar.response.base import ASGIResponse
 from omnistock.api.auth import Role
 from omnistock.api.bodies import strict
 from omnistock.api.encoded import documented, json_response
-from omnistock.api.paths import checked_id, only_known_query, point
+from omnistock.api.paths import checked_id, point, takes_query
 from omnistock.api.schemas import (
     AvailabilityItems,
     AvailabilityQuery,
@@ -74,7 +74,6 @@ def scope_of_query(request: Request) -> Scope:
     """``near``, ``radius_km`` and ``node_id`` (repeatable), read by hand: on the storefront's
     hottest route, Litestar's parameter parsing costs more than the ledger read."""
     query = request.query_params
-    only_known_query(request, KNOWN_QUERY, repeatable=REPEATABLE_QUERY)
     near = query.get("near")
     radius_km = None
     if (raw := query.get("radius_km")) is not None:
@@ -109,8 +108,7 @@ QUERY_PARAMETERS = {
 }
 
 
-KNOWN_QUERY = frozenset(QUERY_PARAMETERS)
-REPEATABLE_QUERY = frozenset({"node_id"})
+ONE_QUERY = takes_query(QUERY_PARAMETERS, repeatable=("node_id",))
 
 
 @dataclass
@@ -137,6 +135,7 @@ class AvailabilityController(Controller):
     @get(
         "/{sku:str}",
         operation_id="getAvailability",
+        opt=ONE_QUERY,
         summary="Available quantity of one SKU, per node; near=lat,lon sorts by distance",
         operation_class=AvailabilityOperation,
         responses=documented(SkuAvailability),

@@ -36,7 +36,7 @@ from litestar.openapi.spec import Schema as OpenAPISchema
 from litestar.response import Stream
 
 from omnistock.api.auth import Role
-from omnistock.api.paths import only_known_query
+from omnistock.api.paths import takes_query
 from omnistock.domain.errors import InvalidInput
 from omnistock.domain.ids import is_valid_id
 
@@ -74,13 +74,13 @@ EVENT_SCHEMA = OpenAPISchema(
 )
 
 
-STREAM_QUERY = frozenset({"skus"})
+STREAM_QUERY = takes_query(("skus",), repeatable=("skus",))
 """``skus`` may repeat: its values are joined, as if comma-separated."""
 
 
 def skus_of_query(request: Request) -> list[str]:
-    """The SKUs of ``skus=a,b,c`` in the order given, each once; nothing else is accepted."""
-    only_known_query(request, STREAM_QUERY, repeatable=STREAM_QUERY)
+    """The SKUs of ``skus=a,b,c`` in the order given, each once (the route takes no other
+    parameter: see STREAM_QUERY)."""
     given = request.query_params.getall("skus", [])
     if not given:
         raise InvalidInput("skus", f"required: 1 to {MAX_STREAM_SKUS} comma-separated SKUs")
@@ -128,6 +128,7 @@ class AvailabilityStreamController(Controller):
     @get(
         "/stream",
         operation_id="streamAvailability",
+        opt=STREAM_QUERY,
         summary="Availability of up to 100 SKUs as server-sent events, sent again on each change",
         operation_class=StreamOperation,
         media_type=MEDIA_TYPE,

@@ -8,7 +8,7 @@ from litestar.params import FromPath, JSONBody
 from omnistock.api import views
 from omnistock.api.auth import Role
 from omnistock.api.bodies import strict
-from omnistock.api.controllers.lists import After, HoldStatus, Limit, list_page
+from omnistock.api.controllers.lists import LIST_QUERY, After, HoldStatus, Limit, list_page
 from omnistock.api.idempotency import operation, replay_headers
 from omnistock.api.paths import checked_id
 from omnistock.api.schemas import HoldIn, HoldOut, HoldPage
@@ -71,6 +71,7 @@ class HoldsController(Controller):
     @get(
         "/",
         operation_id="listHolds",
+        opt=LIST_QUERY,
         summary="Holds by status (default placed and ready), newest first, as of the journal",
     )
     async def list_all(

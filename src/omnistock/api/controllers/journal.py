@@ -13,7 +13,7 @@ from litestar import Controller, Request, get
 from litestar.params import FromPath, Parameter
 
 from omnistock.api.auth import Role
-from omnistock.api.paths import checked_id, only_known_query
+from omnistock.api.paths import checked_id, takes_query
 from omnistock.api.schemas import Deltas, EventsPage, HistoryPage, JournalEntry, timestamp
 from omnistock.store import journal
 
@@ -23,8 +23,8 @@ MAX_SEQ = 2**63 - 1
 database (SQLite cannot bind it)."""
 
 Limit = Annotated[int, Parameter(ge=1, le=MAX_PAGE, description="entries per page")]
-HISTORY_QUERY = frozenset({"limit", "before"})
-EVENTS_QUERY = frozenset({"after", "limit"})
+HISTORY_QUERY = takes_query(("limit", "before"))
+EVENTS_QUERY = takes_query(("after", "limit"))
 
 
 def entry(row: dict[str, Any]) -> JournalEntry:
@@ -54,6 +54,7 @@ class JournalController(Controller):
     @get(
         "/v1/stock/{node_id:str}/{sku:str}/history",
         operation_id="stockHistory",
+        opt=HISTORY_QUERY,
         summary="A position's events, newest first (page with next_before)",
     )
     async def history(
@@ -64,7 +65,6 @@ class JournalController(Controller):
         limit: Limit = 50,
         before: Annotated[int | None, Parameter(ge=1, le=MAX_SEQ)] = None,
     ) -> HistoryPage:
-        only_known_query(request, HISTORY_QUERY)
         checked_id("node_id", node_id)
         checked_id("sku", sku)
         engine = request.app.state.services.engine
@@ -75,6 +75,7 @@ class JournalController(Controller):
     @get(
         "/v1/events",
         operation_id="journalEvents",
+        opt=EVENTS_QUERY,
         summary="The journal in order, after a sequence number (page with next_after)",
     )
     async def events(
@@ -83,6 +84,5 @@ class JournalController(Controller):
         after: Annotated[int, Parameter(ge=0, le=MAX_SEQ)] = 0,
         limit: Limit = 100,
     ) -> EventsPage:
-        only_known_query(request, EVENTS_QUERY)
         rows = await journal.after(request.app.state.services.engine, after, limit=limit)
         return EventsPage([entry(r) for r in rows], rows[-1]["seq"] if rows else after)

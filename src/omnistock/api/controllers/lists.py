@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from litestar import Request
 from litestar.params import Parameter
 
-from omnistock.api.paths import only_known_query
+from omnistock.api.paths import takes_query
 from omnistock.domain.errors import InvalidInput, NotFound
 from omnistock.store import listing
 
@@ -30,7 +30,7 @@ SCAN_PAGES = 5
 found (and a cursor to go on from)."""
 READ_CONCURRENCY = 16
 
-QUERY = frozenset({"status", "limit", "after"})
+LIST_QUERY = takes_query(("status", "limit", "after"))
 CURSOR_PATTERN = r"^[0-9]{1,15}:[A-Za-z0-9._:-]{1,64}$"
 
 ReservationStatus = Annotated[
@@ -77,7 +77,6 @@ async def list_page(
     """Up to ``limit`` items of ``kind`` ("r", "h" or "t") whose live status is ``status`` (by
     default any open one), newest first, after the cursor ``after``; and the cursor of the next
     page, None at the end. ``read`` gets one from the ledger by id, ``view`` makes its body."""
-    only_known_query(request, QUERY)
     wanted = OPEN[kind] if status is None else frozenset({status})
     letters = frozenset().union(*(listing.STATUS_LETTERS[kind][s] for s in wanted))
     cursor = None

@@ -10,7 +10,7 @@ from litestar.response.base import ASGIResponse
 from omnistock.api import views
 from omnistock.api.auth import Role
 from omnistock.api.bodies import strict
-from omnistock.api.controllers.lists import After, Limit, ReservationStatus, list_page
+from omnistock.api.controllers.lists import LIST_QUERY, After, Limit, ReservationStatus, list_page
 from omnistock.api.encoded import documented, json_response
 from omnistock.api.idempotency import operation, replay_headers
 from omnistock.api.paths import checked_id
@@ -55,6 +55,7 @@ class ReservationsController(Controller):
     @get(
         "/",
         operation_id="listReservations",
+        opt=LIST_QUERY,
         summary="Reservations by status (default active), newest first, as of the journal",
     )
     async def list_all(

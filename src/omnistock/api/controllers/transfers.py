@@ -8,7 +8,7 @@ from litestar.params import FromPath, JSONBody
 from omnistock.api import views
 from omnistock.api.auth import Role
 from omnistock.api.bodies import strict
-from omnistock.api.controllers.lists import After, Limit, TransferStatus, list_page
+from omnistock.api.controllers.lists import LIST_QUERY, After, Limit, TransferStatus, list_page
 from omnistock.api.idempotency import operation, replay_headers
 from omnistock.api.paths import checked_id
 from omnistock.api.schemas import ReceiveIn, TransferIn, TransferOut, TransferPage
@@ -44,6 +44,7 @@ class TransfersController(Controller):
     @get(
         "/",
         operation_id="listTransfers",
+        opt=LIST_QUERY,
         summary="Transfers by status (default requested and in transit), newest first, "
         "as of the journal",
     )
