@@ -84,3 +84,29 @@ def test_serve_reports_a_crashed_valkey_and_exits_nonzero(tmp_path: Path) -> Non
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_serve_workers_are_fresh_interpreters_not_forks_of_its_threads(tmp_path: Path) -> None:
+    """``serve`` runs threads beside granian (the projector, the embedded Valkey's watcher). A
+    worker forked from it could inherit a lock one of them held at that moment and wait on it
+    for ever, so workers are spawned: a new interpreter each, sharing no thread state."""
+    proc, url = _start(tmp_path)
+    try:
+        valkey = _valkey_pid(url)
+        children = [
+            int(pid)
+            for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        ]
+        commands = [_command_line(pid) for pid in children if pid != valkey]
+        # Spawning also starts multiprocessing's resource tracker beside the workers.
+        workers = [c for c in commands if "multiprocessing.resource_tracker" not in c]
+        assert workers, commands
+        for command in workers:
+            assert "multiprocessing.spawn" in command, command
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
+def _command_line(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
@@ -172,6 +173,10 @@ def serve(settings: Settings, host: str, port: int, workers: int, *, demo: bool 
             f"database {'external' if settings.database_url else 'sqlite'})",
             flush=True,
         )
+        # Workers start as fresh interpreters, not as forks of this process: it runs threads
+        # (the projector, the embedded Valkey's watcher), and a worker forked while one of them
+        # held a lock (an import in progress, say) waited on it for ever and never started.
+        multiprocessing.set_start_method("spawn", force=True)
         Granian(
             "omnistock.api.app:create_asgi",
             address=host,
