@@ -80,7 +80,6 @@ async def open_ledger(
     if cluster:
         client = RedisCluster.from_url(url, **common)
         use_fast_connections(client)
-        await client.initialize()
     else:
         unix = url.startswith("unix://")
         client = aioredis.from_url(
@@ -90,6 +89,8 @@ async def open_ledger(
             **common,
         )
     try:
+        if cluster:
+            await client.initialize()
         wait_aof = await _wait_aof_needed(client, durability, cluster)
         runner = ScriptRunner(
             client,

@@ -9,7 +9,10 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
+from redis import exceptions as redis_errors
+from sqlalchemy import exc as sa_errors
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from omnistock.api.auth import ApiKeys, resolve_keys
@@ -28,6 +31,40 @@ log = logging.getLogger("omnistock.runtime")
 
 STARTUP_TIMEOUT_S = 120.0
 SHUTDOWN_WAIT_S = 5.0
+# What a dependency that cannot be reached for the moment raises (down, restarting, failing
+# over, an SQLite file locked by another process).
+UNREACHABLE = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.BusyLoadingError,
+    sa_errors.OperationalError,
+    sa_errors.InterfaceError,
+    OSError,
+    TimeoutError,
+)
+
+T = TypeVar("T")
+
+
+async def when_reachable(
+    what: str, open_: Callable[[], Awaitable[T]], *, timeout_s: float = STARTUP_TIMEOUT_S
+) -> T:
+    """``open_()``, tried again while its dependency cannot be reached, for up to
+    ``timeout_s``. A worker starting while Valkey or the database is briefly away (a restart,
+    a failover) waits for it: a worker that gave up would end, and granian stops the whole
+    service when a worker ends."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    pause = 0.1
+    while True:
+        try:
+            return await open_()
+        except UNREACHABLE as exc:
+            if loop.time() + pause > deadline:
+                raise
+            log.warning("%s unreachable at start-up (%s); trying again", what, exc)
+            await asyncio.sleep(pause)
+            pause = min(1.0, pause * 2)
 
 
 @dataclass
@@ -61,11 +98,14 @@ async def ledger_runtime(
         owned = embedded = start_embedded_valkey(settings)
     url = settings.redis_url or embedded.url  # type: ignore[union-attr]
     try:
-        connection = await open_ledger(
-            url,
-            cluster=settings.redis_cluster,
-            durability=settings.durability,
-            timeout_s=settings.redis_timeout_s,
+        connection = await when_reachable(
+            "valkey",
+            lambda: open_ledger(
+                url,
+                cluster=settings.redis_cluster,
+                durability=settings.durability,
+                timeout_s=settings.redis_timeout_s,
+            ),
         )
         try:
             sweeper = Sweeper(connection.ledger, interval_s=settings.sweep_interval_ms / 1000)
@@ -120,15 +160,18 @@ async def service_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = open_engine(url, timeout_s=settings.db_timeout_s)
     try:
-        await create_schema(engine)
+        await when_reachable("the database", lambda: create_schema(engine))
         catalog = NodeCatalog(engine)
-        await catalog.refresh()
+        await when_reachable("the database", catalog.refresh)
         async with ledger_runtime(settings) as runtime:
             projector = Projector(runtime.connection.client, engine, cluster=settings.redis_cluster)
-            follower = await EventFollower.open(
-                runtime.redis_url,
-                cluster=settings.redis_cluster,
-                timeout_s=settings.redis_timeout_s,
+            follower = await when_reachable(
+                "valkey",
+                lambda: EventFollower.open(
+                    runtime.redis_url,
+                    cluster=settings.redis_cluster,
+                    timeout_s=settings.redis_timeout_s,
+                ),
             )
             live = LiveAvailability(
                 runtime.ledger.availability_many, follower, availability_renderer(catalog), metrics

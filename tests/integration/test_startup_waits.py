@@ -1,0 +1,70 @@
+"""A worker that starts while Valkey is away waits for it instead of ending: granian stops the
+whole service when one of its workers ends, so a worker that gave up at start-up (a worker
+starting late while Valkey restarts, say) would take every other worker down with it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from omnistock.runtime import bootstrap
+from omnistock.runtime.bootstrap import ledger_runtime
+from omnistock.runtime.settings import Settings
+from omnistock.runtime.valkey_server import EmbeddedValkey
+
+
+class _Tried(logging.Handler):
+    """Sets an event once the runtime reports a failed attempt to reach a dependency."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(logging.WARNING)
+        self.loop = loop
+        self.event = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "unreachable at start-up" in record.getMessage():
+            self.loop.call_soon_threadsafe(self.event.set)
+
+
+async def test_the_ledger_runtime_waits_for_valkey_to_come_back(tmp_path: Path) -> None:
+    server = EmbeddedValkey(tmp_path / "valkey")
+    server.start()
+    server.kill()  # down, on a port and data directory it will come back on
+    tried = _Tried(asyncio.get_running_loop())
+    logging.getLogger("omnistock.runtime").addHandler(tried)
+    try:
+
+        async def come_back() -> None:
+            await tried.event.wait()
+            await asyncio.to_thread(server.start, 30)
+
+        returning = asyncio.create_task(come_back())
+        settings = Settings(data_dir=tmp_path / "data", redis_url=server.url)
+        async with ledger_runtime(settings) as runtime:
+            assert returning.done() and tried.event.is_set()
+            position = await runtime.ledger.set_stock("after", "n1", "sku-1", 3)
+            assert position.on_hand == 3
+    finally:
+        logging.getLogger("omnistock.runtime").removeHandler(tried)
+        server.stop()
+
+
+async def test_it_gives_up_at_its_deadline_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = EmbeddedValkey(tmp_path / "valkey")
+    server.start()
+    server.kill()
+    settings = Settings(data_dir=tmp_path / "data", redis_url=server.url)
+    opening = bootstrap.when_reachable
+
+    async def briefly(what, open_, timeout_s=bootstrap.STARTUP_TIMEOUT_S):
+        return await opening(what, open_, timeout_s=0.5)
+
+    monkeypatch.setattr(bootstrap, "when_reachable", briefly)
+    with pytest.raises(bootstrap.UNREACHABLE):
+        async with ledger_runtime(settings):
+            pass
