@@ -139,10 +139,19 @@ def start_service(data_dir: Path, redis_url: str, database_url: str) -> Service:
         assert ready.wait(START_TIMEOUT_S), f"serve did not start: {service.log()}"
         assert proc.poll() is None, f"serve exited with {proc.returncode}: {service.log()}"
         wait_ready(service.base, time.monotonic() + START_TIMEOUT_S)
+        # /readyz answers once one worker is up; the outages are judged with both serving.
+        wait_logged(service, [f"Started worker-{n}" for n in (1, 2)])
         return service
     except BaseException:
         shut_down(proc)
         raise
+
+
+def wait_logged(service: Service, lines: list[str]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not all(any(line in text for text in service.output) for line in lines):
+        assert time.monotonic() < deadline, f"never logged {lines}: {service.log()}"
+        time.sleep(0.05)
 
 
 # -- what the clients did ----------------------------------------------------------------------

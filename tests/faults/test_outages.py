@@ -45,6 +45,7 @@ from typing import Any
 import httpx
 import pytest
 
+from omnistock.runtime.bootstrap import CATALOG_REFRESH_S
 from tests.faults.outage_support import (
     CLIENTS,
     FAST_BOUND_S,
@@ -202,6 +203,9 @@ async def run_under_load(
     window, when the dependencies were back, and when every call kind had succeeded again."""
     load = make_load(service)
     await load.seed()
+    # Each worker learns of new nodes from its catalog cache, refreshed every second: a worker
+    # that had not yet would look the seeded nodes up in the database, and fail while it is down.
+    await asyncio.sleep(CATALOG_REFRESH_S + 0.5)
     runner = asyncio.create_task(load.run())
     try:
         started = time.monotonic()

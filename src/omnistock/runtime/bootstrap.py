@@ -30,6 +30,9 @@ from omnistock.store.projector import Projector
 log = logging.getLogger("omnistock.runtime")
 
 STARTUP_TIMEOUT_S = 120.0
+# How often each worker reloads its node-catalog cache: how long a node change takes to reach
+# every worker.
+CATALOG_REFRESH_S = 1.0
 SHUTDOWN_WAIT_S = 5.0
 # What a dependency that cannot be reached for the moment raises (down, restarting, failing
 # over, an SQLite file locked by another process).
@@ -183,7 +186,8 @@ async def service_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator
             tasks = [
                 *live.tasks(),
                 asyncio.create_task(
-                    _every(1.0, "catalog refresh", catalog.refresh), name="catalog refresh"
+                    _every(CATALOG_REFRESH_S, "catalog refresh", catalog.refresh),
+                    name="catalog refresh",
                 ),
                 asyncio.create_task(
                     _every(1.0, "metrics flush", _flush(services)), name="metrics flush"
