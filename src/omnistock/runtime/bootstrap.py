@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from redis import exceptions as redis_errors
 from sqlalchemy import exc as sa_errors
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -20,6 +19,7 @@ from omnistock.api.live import EventFollower, LiveAvailability, availability_ren
 from omnistock.api.metrics import Metrics
 from omnistock.reservations.connect import LedgerConnection, open_ledger
 from omnistock.reservations.redis_ledger import RedisLedger
+from omnistock.reservations.runner import UNAVAILABLE_ERRORS
 from omnistock.reservations.sweeper import Sweeper
 from omnistock.runtime.settings import Settings
 from omnistock.runtime.valkey_server import EmbeddedValkey
@@ -35,15 +35,13 @@ STARTUP_TIMEOUT_S = 120.0
 CATALOG_REFRESH_S = 1.0
 SHUTDOWN_WAIT_S = 5.0
 # What a dependency that cannot be reached for the moment raises (down, restarting, failing
-# over, an SQLite file locked by another process).
+# over, an SQLite file locked by another process): what the ledger's runner reports as
+# unavailable, and the database's own.
 UNREACHABLE = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.BusyLoadingError,
+    *UNAVAILABLE_ERRORS,
     sa_errors.OperationalError,
     sa_errors.InterfaceError,
-    OSError,
-    TimeoutError,
+    sa_errors.TimeoutError,
 )
 
 T = TypeVar("T")
@@ -168,13 +166,10 @@ async def service_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator
         await when_reachable("the database", catalog.refresh)
         async with ledger_runtime(settings) as runtime:
             projector = Projector(runtime.connection.client, engine, cluster=settings.redis_cluster)
-            follower = await when_reachable(
-                "valkey",
-                lambda: EventFollower.open(
-                    runtime.redis_url,
-                    cluster=settings.redis_cluster,
-                    timeout_s=settings.redis_timeout_s,
-                ),
+            follower = await EventFollower.open(
+                runtime.redis_url,
+                cluster=settings.redis_cluster,
+                timeout_s=settings.redis_timeout_s,
             )
             live = LiveAvailability(
                 runtime.ledger.availability_many, follower, availability_renderer(catalog), metrics

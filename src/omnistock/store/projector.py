@@ -188,7 +188,6 @@ class Projector:
         }
         self._refresh_s = refresh_s
         self._linger_s = linger_ms / 1000
-        self._took = 0  # entries the last step read, over all streams
         self._script = client.register_script(READ_SCRIPT)
         self.projected = 0  # events this projector wrote (duplicates excluded)
         self.delivered = 0  # events it was handed
@@ -217,12 +216,6 @@ class Projector:
                     await self.catch_up()
                     ready = True
                 await self.step()
-                if 0 < self._took < self._batch and self._linger_s > 0:
-                    # Under steady load, a moment's wait lets the next read take a batch of
-                    # entries instead of one or two: each read, transaction and acknowledgement
-                    # is paid per batch, and a reservation reserved and released within the
-                    # wait is upserted once. The journal trails by at most this much more.
-                    await asyncio.sleep(self._linger_s)
                 if loop.time() >= claim_at:
                     # What a projector that died left pending (a restarted one is a new
                     # consumer): taken over once it has been idle for CLAIM_IDLE_MS.
@@ -271,17 +264,26 @@ class Projector:
                 )
                 if woke:
                     read = await self._read(stream, "new")
-            self._took = len(read.entries)
-            return await self._project(stream, read)
+            written = await self._project(stream, read)
+            await self._linger(len(read.entries))
+            return written
         total = took = 0
         for stream in self._streams:
             read = await self._read(stream, "new")
             took = max(took, len(read.entries))
             total += await self._project(stream, read)
-        self._took = took
+        await self._linger(took)
         if total == 0:
             await asyncio.sleep(self._block_ms / 1000)
         return total
+
+    async def _linger(self, took: int) -> None:
+        """After a read that took entries but did not fill a batch: under steady load, a
+        moment's wait lets the next read take a batch of entries instead of one or two. Each
+        read, transaction and acknowledgement is paid per batch, and a reservation reserved and
+        released within the wait is upserted once. The journal trails by at most this more."""
+        if 0 < took < self._batch and self._linger_s > 0:
+            await asyncio.sleep(self._linger_s)
 
     async def refresh(self) -> int:
         """Reads every open reservation, transfer and hold part again, for the steps that emit
