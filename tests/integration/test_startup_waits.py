@@ -9,11 +9,14 @@ import logging
 from pathlib import Path
 
 import pytest
+from litestar.testing import AsyncTestClient
 
+from omnistock.api.app import create_asgi
 from omnistock.runtime import bootstrap
 from omnistock.runtime.bootstrap import ledger_runtime
 from omnistock.runtime.settings import Settings
 from omnistock.runtime.valkey_server import EmbeddedValkey
+from tests.api.conftest import settings_for
 
 
 class _Tried(logging.Handler):
@@ -68,3 +71,21 @@ async def test_it_gives_up_at_its_deadline_and_says_why(
     with pytest.raises(bootstrap.UNREACHABLE):
         async with ledger_runtime(settings):
             pass
+
+
+async def test_a_worker_with_a_bad_redis_url_still_fails_to_start(tmp_path: Path) -> None:
+    """Building the services in the background must not hide a misconfiguration: only an
+    unreachable dependency is waited for; anything else ends the worker at start-up."""
+    settings = settings_for(tmp_path / "data", "nosuchscheme://127.0.0.1:1")
+    with pytest.raises(BaseException) as caught:
+        async with AsyncTestClient(app=create_asgi(settings)):
+            pass
+    assert _raised(caught.value, ValueError, "scheme"), caught.value
+
+
+def _raised(exc: BaseException, kind: type, text: str) -> bool:
+    """Whether ``exc``, or an exception it groups (the test client's task group), is a
+    ``kind`` that mentions ``text``."""
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_raised(inner, kind, text) for inner in exc.exceptions)
+    return isinstance(exc, kind) and text in str(exc)

@@ -32,7 +32,7 @@ from omnistock.api.metrics import Metrics
 from omnistock.api.openapi import COMPONENTS, ExactStructSchemas, document_outcomes
 from omnistock.api.problems import handle
 from omnistock.api.route_rules import route_rules_middleware
-from omnistock.runtime.bootstrap import service_runtime
+from omnistock.runtime.bootstrap import Services, services_in_background
 from omnistock.runtime.settings import Settings
 
 MAX_BODY_BYTES = 1_048_576
@@ -46,13 +46,18 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with service_runtime(settings, metrics) as services:
+        def ready(services: Services) -> None:
             app.state.services = services
             # Everything built so far lives as long as the worker: moving it out of the
             # collector's sight keeps full collections short, and so the latency tail.
             gc.collect()
             gc.freeze()
             gc.set_threshold(20_000, 20, 20)
+
+        # Until the services are up (Valkey or the database unreachable at start), routes that
+        # need them answer 503 (route_rules) and readiness says what the worker waits for.
+        async with services_in_background(settings, metrics, ready) as startup:
+            app.state.startup = startup
             yield
 
     app = Litestar(

@@ -57,6 +57,17 @@ def unavailable(dependency: str, detail: str) -> ApiProblem:
     return problem
 
 
+def starting(waiting: dict[str, str]) -> ApiProblem:
+    """The worker's services are not up yet: it waits for ``waiting`` (dependency: why)."""
+    if waiting:
+        dependency, why = next(iter(waiting.items()))
+        detail = f"the service is starting and waits for {dependency} ({why})"
+        return unavailable(dependency, detail)
+    problem = ApiProblem(503, "starting", "Service starting", "the service is starting")
+    problem.headers["Retry-After"] = "1"
+    return problem
+
+
 def _p(slug: str, title: str, status: int, detail: str, field: str | None = None) -> Problem:
     return Problem(f"urn:omnistock:problem:{slug}", title, status, detail, field)
 

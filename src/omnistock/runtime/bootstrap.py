@@ -47,25 +47,64 @@ UNREACHABLE = (
 T = TypeVar("T")
 
 
+class Startup:
+    """A worker's services while they are being built. Until ``services`` is set, requests are
+    refused with 503, and ``waiting`` names each dependency the worker is waiting for, with the
+    error it last met (readiness reports it)."""
+
+    def __init__(self) -> None:
+        self.services: Services | None = None
+        self.waiting: dict[str, str] = {}
+        self.reached_once: set[str] = set()
+        self.news = asyncio.Event()
+
+    def unreachable(self, dependency: str, exc: BaseException) -> None:
+        self.waiting[dependency] = f"unreachable: {type(exc).__name__}"
+        self.news.set()
+
+    def reached(self, dependency: str) -> None:
+        self.waiting.pop(dependency, None)
+        self.reached_once.add(dependency)
+
+    def checks(self) -> dict[str, str]:
+        """Each dependency as readiness reports it while the services are not up yet."""
+        checks = {
+            dependency: "ok" if dependency in self.reached_once else "not tried yet"
+            for dependency in ("redis", "database")
+        }
+        checks.update(self.waiting)
+        return checks
+
+
 async def when_reachable(
-    what: str, open_: Callable[[], Awaitable[T]], *, timeout_s: float = STARTUP_TIMEOUT_S
+    what: str,
+    open_: Callable[[], Awaitable[T]],
+    *,
+    timeout_s: float | None = STARTUP_TIMEOUT_S,
+    startup: Startup | None = None,
 ) -> T:
-    """``open_()``, tried again while its dependency cannot be reached, for up to
-    ``timeout_s``. A worker starting while Valkey or the database is briefly away (a restart,
-    a failover) waits for it: a worker that gave up would end, and granian stops the whole
-    service when a worker ends."""
+    """``open_()``, tried again while its dependency (``what``: "redis" or "database") cannot be
+    reached, for up to ``timeout_s`` (None: until it can). A worker starting while Valkey or the
+    database is briefly away (a restart, a failover) waits for it: a worker that gave up would
+    end, and granian stops the whole service when a worker ends."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
+    deadline = None if timeout_s is None else loop.time() + timeout_s
     pause = 0.1
     while True:
         try:
-            return await open_()
+            opened = await open_()
         except UNREACHABLE as exc:
-            if loop.time() + pause > deadline:
+            if deadline is not None and loop.time() + pause > deadline:
                 raise
             log.warning("%s unreachable at start-up (%s); trying again", what, exc)
+            if startup is not None:
+                startup.unreachable(what, exc)
             await asyncio.sleep(pause)
             pause = min(1.0, pause * 2)
+        else:
+            if startup is not None:
+                startup.reached(what)
+            return opened
 
 
 @dataclass
@@ -90,23 +129,25 @@ def start_embedded_valkey(settings: Settings) -> EmbeddedValkey:
 
 @contextlib.asynccontextmanager
 async def ledger_runtime(
-    settings: Settings, *, embedded: EmbeddedValkey | None = None
+    settings: Settings, *, embedded: EmbeddedValkey | None = None, startup: Startup | None = None
 ) -> AsyncIterator[LedgerRuntime]:
     """Starts the embedded Valkey when no Redis URL is set, opens the ledger and its sweeper;
-    on exit stops them in reverse order, the embedded Valkey last."""
+    on exit stops them in reverse order, the embedded Valkey last. Given a ``startup``, it waits
+    for an unreachable Valkey for as long as it takes, and reports the wait there."""
     owned = None
     if settings.redis_url is None and embedded is None:
         owned = embedded = start_embedded_valkey(settings)
     url = settings.redis_url or embedded.url  # type: ignore[union-attr]
     try:
         connection = await when_reachable(
-            "valkey",
+            "redis",
             lambda: open_ledger(
                 url,
                 cluster=settings.redis_cluster,
                 durability=settings.durability,
                 timeout_s=settings.redis_timeout_s,
             ),
+            **_patience(startup),
         )
         try:
             sweeper = Sweeper(connection.ledger, interval_s=settings.sweep_interval_ms / 1000)
@@ -151,8 +192,20 @@ async def _every(interval_s: float, name: str, action: Callable[[], Awaitable[ob
             log.debug("%s failed: %s", name, exc)
 
 
+def _patience(startup: Startup | None) -> dict:
+    """How long to wait for a dependency at start-up: a worker building its services in the
+    background (``startup`` given) answers 503 meanwhile, so it waits as long as it takes."""
+    return (
+        {"timeout_s": STARTUP_TIMEOUT_S}
+        if startup is None
+        else {"timeout_s": None, "startup": startup}
+    )
+
+
 @contextlib.asynccontextmanager
-async def service_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Services]:
+async def service_runtime(
+    settings: Settings, metrics: Metrics, *, startup: Startup | None = None
+) -> AsyncIterator[Services]:
     """The ledger runtime, the database and the catalog, the API keys, and the background
     tasks that keep the catalog cache and the shared metrics fresh and feed the live
     availability streams."""
@@ -161,10 +214,10 @@ async def service_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = open_engine(url, timeout_s=settings.db_timeout_s)
     try:
-        await when_reachable("the database", lambda: create_schema(engine))
+        await when_reachable("database", lambda: create_schema(engine), **_patience(startup))
         catalog = NodeCatalog(engine)
-        await when_reachable("the database", catalog.refresh)
-        async with ledger_runtime(settings) as runtime:
+        await when_reachable("database", catalog.refresh, **_patience(startup))
+        async with ledger_runtime(settings, startup=startup) as runtime:
             projector = Projector(runtime.connection.client, engine, cluster=settings.redis_cluster)
             follower = await EventFollower.open(
                 runtime.redis_url,
@@ -205,6 +258,59 @@ async def service_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator
                 await live.aclose()
     finally:
         await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def services_in_background(
+    settings: Settings, metrics: Metrics, on_ready: Callable[[Services], None]
+) -> AsyncIterator[Startup]:
+    """Builds a worker's services while the worker already answers, so that a worker started
+    while Valkey or the database is down answers 503 at once instead of holding its requests.
+
+    Returns once the services are up (``on_ready`` has run) or a dependency has been found
+    unreachable; then they come up, and ``on_ready`` runs, as soon as it can be reached. Any
+    other failure before that is raised, so a misconfigured worker still fails to start. On
+    exit the services are taken down, or their building is abandoned."""
+    startup = Startup()
+    stop = asyncio.Event()
+
+    async def build() -> None:
+        async with service_runtime(settings, metrics, startup=startup) as services:
+            startup.services = services
+            on_ready(services)
+            startup.news.set()
+            await stop.wait()
+
+    building = asyncio.create_task(build(), name="start-up")
+    news = asyncio.create_task(startup.news.wait())
+    await asyncio.wait({building, news}, return_when=asyncio.FIRST_COMPLETED)
+    news.cancel()
+    if building.done():
+        building.result()
+    building.add_done_callback(_report_failure(startup))
+    try:
+        yield startup
+    finally:
+        if startup.services is None:
+            building.cancel()
+        stop.set()
+        try:
+            await building
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            if startup.services is not None:
+                raise  # a failure taking the services down; one before they were up is logged
+
+
+def _report_failure(startup: Startup) -> Callable[[asyncio.Task], None]:
+    def report(task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None and startup.services is None:
+            exc = task.exception()
+            startup.waiting["start-up"] = f"failed: {type(exc).__name__}"
+            log.error("the worker's services failed to start", exc_info=exc)
+
+    return report
 
 
 def _on_stop_signal(callback: Callable[[], None]) -> Callable[[], None]:

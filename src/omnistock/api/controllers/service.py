@@ -27,7 +27,9 @@ class ServiceController(Controller):
 
     @get("/readyz", operation_id="readiness", summary="Redis and the database both answer")
     async def readiness(self, state: State) -> Response[Readiness]:
-        services = state.services
+        services = state.get("services")
+        if services is None:  # still starting: say what it waits for
+            return Response(Readiness("starting", state.startup.checks()), status_code=503)
         # Every check runs at once, bounded well inside the request deadline: a hung dependency
         # must leave time to answer which one failed, not have the deadline cut the answer off.
         timeout_s = min(READY_TIMEOUT_S, services.settings.request_timeout_s / 2)
