@@ -18,13 +18,18 @@ from omnistock.runtime.valkey_server import free_port
 READY = re.compile(r"omnistock listening on \S+ .*valkey at (redis://\S+)")
 
 
-def _start(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
-    """Starts ``serve`` and returns once it reported its Valkey and answers /readyz."""
+def _start(data_dir: Path, workers: int = 1) -> tuple[subprocess.Popen[str], str, int]:
+    """Starts ``serve`` and returns once it reported its Valkey and answers /readyz: the
+    process, its Valkey's URL and its port."""
     env = {**os.environ, "OMNISTOCK_DATA_DIR": str(data_dir)}
     env.pop("OMNISTOCK_REDIS_URL", None)
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "omnistock.runtime.cli", "serve", "--port", str(port)],
+        [
+            sys.executable,
+            *("-m", "omnistock.runtime.cli", "serve"),
+            *("--port", str(port), "--workers", str(workers)),
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -35,7 +40,7 @@ def _start(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
     for line in proc.stdout:
         if match := READY.search(line):
             _wait_ready(port, deadline)
-            return proc, match.group(1)
+            return proc, match.group(1), port
         assert time.monotonic() < deadline, "serve did not report ready"
     raise AssertionError(f"serve exited early with {proc.wait()}")
 
@@ -57,7 +62,7 @@ def _valkey_pid(url: str) -> int:
 
 
 def test_serve_starts_embedded_valkey_with_aof_and_stops_it_on_sigterm(tmp_path: Path) -> None:
-    proc, url = _start(tmp_path)
+    proc, url, _port = _start(tmp_path)
     try:
         with redis.Redis.from_url(url) as client:
             assert client.config_get("appendonly")["appendonly"] == "yes"
@@ -75,7 +80,7 @@ def test_serve_starts_embedded_valkey_with_aof_and_stops_it_on_sigterm(tmp_path:
 
 
 def test_serve_reports_a_crashed_valkey_and_exits_nonzero(tmp_path: Path) -> None:
-    proc, url = _start(tmp_path)
+    proc, url, _port = _start(tmp_path)
     try:
         os.kill(_valkey_pid(url), signal.SIGKILL)
         assert proc.wait(timeout=20) == 1
@@ -90,7 +95,7 @@ def test_serve_workers_are_fresh_interpreters_not_forks_of_its_threads(tmp_path:
     """``serve`` runs threads beside granian (the projector, the embedded Valkey's watcher). A
     worker forked from it could inherit a lock one of them held at that moment and wait on it
     for ever, so workers are spawned: a new interpreter each, sharing no thread state."""
-    proc, url = _start(tmp_path)
+    proc, url, _port = _start(tmp_path)
     try:
         valkey = _valkey_pid(url)
         children = [
@@ -108,5 +113,43 @@ def test_serve_workers_are_fresh_interpreters_not_forks_of_its_threads(tmp_path:
         assert proc.wait(timeout=30) == 0
 
 
+def test_serve_replaces_a_worker_that_dies_and_goes_on_serving(tmp_path: Path) -> None:
+    """A worker killed from outside (the kernel's OOM killer, a crash in native code) is
+    replaced; the service goes on, where granian by default stops altogether."""
+    proc, url, port = _start(tmp_path, workers=2)
+    try:
+        valkey = _valkey_pid(url)
+        first = _workers(proc.pid, valkey)
+        assert len(first) == 2, first
+        os.kill(first[0], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, "serve stopped when one of its workers died"
+            now = _workers(proc.pid, valkey)
+            if len(now) == 2 and first[0] not in now:
+                break
+            assert time.monotonic() < deadline, f"the dead worker was not replaced: {now}"
+            time.sleep(0.1)
+        _wait_ready(port, time.monotonic() + 30)
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
+def _workers(serve_pid: int, valkey_pid: int) -> list[int]:
+    """The pids of serve's granian workers: its children but its Valkey and multiprocessing's
+    resource tracker."""
+    children = Path(f"/proc/{serve_pid}/task/{serve_pid}/children").read_text().split()
+    return [
+        int(pid)
+        for pid in children
+        if int(pid) != valkey_pid and "resource_tracker" not in _command_line(int(pid))
+    ]
+
+
 def _command_line(pid: int) -> str:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
+        return ""

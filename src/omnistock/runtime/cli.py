@@ -188,6 +188,11 @@ def serve(settings: Settings, host: str, port: int, workers: int, *, demo: bool 
             # In-flight requests end within the request timeout; a worker stopped while it is
             # still starting up can miss the stop signal, and is killed after this.
             workers_kill_timeout=max(5, int(2 * settings.request_timeout_s) + 2),
+            # A worker that dies (killed for memory, a crash in native code) is replaced, where
+            # granian would otherwise stop the whole service, cutting off every other worker's
+            # requests. One that dies again within a few seconds of its replacement (a worker
+            # that cannot start) still stops the service: granian sees a crash loop.
+            respawn_failed_workers=True,
         ).serve()
     finally:
         if projector is not None:
