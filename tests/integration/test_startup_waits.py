@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from omnistock.runtime import bootstrap
 from omnistock.runtime.bootstrap import ledger_runtime
 from omnistock.runtime.settings import Settings
 from omnistock.runtime.valkey_server import EmbeddedValkey
+from omnistock.store.database import documents, events
 from tests.api.conftest import settings_for
 
 
@@ -89,3 +91,35 @@ def _raised(exc: BaseException, kind: type, text: str) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return any(_raised(inner, kind, text) for inner in exc.exceptions)
     return isinstance(exc, kind) and text in str(exc)
+
+
+async def test_preparing_the_database_waits_while_another_process_locks_it(
+    tmp_path: Path,
+) -> None:
+    """``serve`` prepares the schema before its workers start; a database that is briefly
+    unavailable then (here: write-locked, as a backup or a migration would) is waited for."""
+    path = (tmp_path / "omnistock.db").resolve()
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    tried = _Tried(asyncio.get_running_loop())
+    logging.getLogger("omnistock.runtime").addHandler(tried)
+    try:
+
+        async def unlock() -> None:
+            await tried.event.wait()
+            locker.execute("ROLLBACK")
+
+        unlocking = asyncio.create_task(unlock())
+        settings = settings_for(
+            tmp_path / "data",
+            "redis://unused",
+            database_url=f"sqlite+aiosqlite:///{path}",
+            db_timeout_s=0.2,
+        )
+        await bootstrap.prepare_database(settings)
+        assert unlocking.done() and tried.event.is_set()
+        tables = {row[0] for row in locker.execute("SELECT name FROM sqlite_master")}
+        assert {"nodes", events.name, documents.name} <= tables, tables
+    finally:
+        logging.getLogger("omnistock.runtime").removeHandler(tried)
+        locker.close()

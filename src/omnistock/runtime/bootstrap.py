@@ -362,12 +362,14 @@ def _flush(services: Services) -> Callable[[], Awaitable[None]]:
 
 
 async def prepare_database(settings: Settings) -> None:
-    """Creates the schema once, before workers start, so they never race to create it."""
+    """Creates the schema once, before workers start, so they never race to create it. A
+    database that cannot be reached yet (restarting, or locked by another process) is waited
+    for, up to ``STARTUP_TIMEOUT_S``."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = open_engine(
         settings.database_url or default_url(settings.data_dir), timeout_s=settings.db_timeout_s
     )
     try:
-        await create_schema(engine)
+        await when_reachable("database", lambda: create_schema(engine))
     finally:
         await engine.dispose()

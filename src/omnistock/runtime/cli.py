@@ -111,7 +111,11 @@ def serve(settings: Settings, host: str, port: int, workers: int, *, demo: bool 
     from granian.constants import Interfaces
 
     from omnistock.api.auth import KeyConfigError, first_start_admin_key, resolve_keys
-    from omnistock.runtime.bootstrap import prepare_database, start_embedded_valkey
+    from omnistock.runtime.bootstrap import (
+        UNREACHABLE,
+        prepare_database,
+        start_embedded_valkey,
+    )
     from omnistock.runtime.tools import ProjectorThread, url_file
 
     # Until granian installs its own handlers, a stop request unwinds through the finally blocks
@@ -133,7 +137,11 @@ def serve(settings: Settings, host: str, port: int, workers: int, *, demo: bool 
     except KeyConfigError as exc:
         print(f"omnistock: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(prepare_database(settings))
+    try:
+        asyncio.run(prepare_database(settings))
+    except UNREACHABLE as exc:
+        print(f"omnistock: the database could not be reached: {exc}", file=sys.stderr)
+        return 1
     shutil.rmtree(settings.data_dir / "metrics", ignore_errors=True)
 
     embedded = None
