@@ -283,8 +283,13 @@ async def services_in_background(
 
     building = asyncio.create_task(build(), name="start-up")
     news = asyncio.create_task(startup.news.wait())
-    await asyncio.wait({building, news}, return_when=asyncio.FIRST_COMPLETED)
-    news.cancel()
+    try:
+        await asyncio.wait({building, news}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # the worker is told to stop while it starts
+        building.cancel()
+        raise
+    finally:
+        news.cancel()
     if building.done():
         building.result()
     building.add_done_callback(_report_failure(startup))
