@@ -114,3 +114,32 @@ async def _served(http: httpx.AsyncClient, since: float, *args: Any, **kw: Any) 
         if call.status != 503 or time.monotonic() - since > RECOVERY_BOUND_S:
             return call
         await asyncio.sleep(0.05)
+
+
+async def test_a_worker_whose_start_fails_for_good_after_the_wait_ends_and_serve_stops(
+    tmp_path: Path,
+) -> None:
+    """Valkey comes back but refuses the ledger (here: its SCRIPT command is disabled), a
+    failure no waiting mends. Each worker then stops itself; granian replaces it, the
+    replacement fails at once, and serve ends with status 1 rather than answering 503 for
+    ever."""
+    valkey = EmbeddedValkey(tmp_path / "valkey", durability="strict")
+    valkey.start()
+    port = valkey.port
+    valkey.kill()
+    database_url = f"sqlite+aiosqlite:///{(tmp_path / 'omnistock.db').resolve()}"
+    service = start_service(tmp_path / "data", valkey.url, database_url, until_ready=False)
+    broken = EmbeddedValkey(
+        tmp_path / "broken", port=port, extra_config={"rename-command": 'SCRIPT ""'}
+    )
+    try:
+        await asyncio.to_thread(broken.start, 30)
+        code = await asyncio.to_thread(service.proc.wait, 60)
+        log = "".join(service.output)
+        assert code == 1, log[-3000:]
+        assert "the worker's services failed to start" in log, log[-3000:]
+        assert "Worker crash loop detected" in log, log[-3000:]
+    finally:
+        service.stop()
+        broken.stop()
+        valkey.stop()

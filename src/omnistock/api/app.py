@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import AsyncIterator
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
 
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
@@ -40,7 +42,15 @@ OPENAPI_PATH = "/schema"
 """The OpenAPI document is at /schema/openapi.json, the interactive docs at /schema/swagger."""
 
 
-def create_app(settings: Settings | None = None, metrics: Metrics | None = None) -> Litestar:
+def create_app(
+    settings: Settings | None = None,
+    metrics: Metrics | None = None,
+    *,
+    on_start_failure: Callable[[BaseException], None] | None = None,
+) -> Litestar:
+    """``on_start_failure``: what to do when the services, built in the background, fail for
+    good after the app already answers (see ``services_in_background``); by default the app
+    goes on answering 503 and readiness says why."""
     settings = settings or Settings.from_env()
     metrics = metrics or Metrics(settings.data_dir / "metrics")
 
@@ -56,7 +66,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
 
         # Until the services are up (Valkey or the database unreachable at start), routes that
         # need them answer 503 (route_rules) and readiness says what the worker waits for.
-        async with services_in_background(settings, metrics, ready) as startup:
+        async with services_in_background(settings, metrics, ready, on_start_failure) as startup:
             app.state.startup = startup
             yield
 
@@ -94,14 +104,30 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
     return app
 
 
-def create_asgi(settings: Settings | None = None) -> Edge:
+def create_asgi(
+    settings: Settings | None = None,
+    *,
+    on_start_failure: Callable[[BaseException], None] | None = None,
+) -> Edge:
     """The app as served: the Litestar app inside the edge layer."""
     settings = settings or Settings.from_env()
     metrics = Metrics(settings.data_dir / "metrics")
     return Edge(
-        create_app(settings, metrics),
+        create_app(settings, metrics, on_start_failure=on_start_failure),
         metrics,
         deadline_s=settings.request_timeout_s,
         long_paths={"/v1/routing/batch": BATCH_DEADLINE_S},
         streaming_paths=frozenset({STREAM_PATH}),
     )
+
+
+def create_worker_asgi() -> Edge:
+    """The app as one of ``omnistock serve``'s granian workers runs it. A worker whose services
+    fail for good after it started answering stops itself, as if told to; granian then starts
+    a new one in its place, and stops the service if that one fails again at once (a crash
+    loop), so a service that cannot work says so by ending rather than answering 503 for ever."""
+    return create_asgi(on_start_failure=_stop_this_worker)
+
+
+def _stop_this_worker(_exc: BaseException) -> None:
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -262,15 +262,20 @@ async def service_runtime(
 
 @contextlib.asynccontextmanager
 async def services_in_background(
-    settings: Settings, metrics: Metrics, on_ready: Callable[[Services], None]
+    settings: Settings,
+    metrics: Metrics,
+    on_ready: Callable[[Services], None],
+    on_failure: Callable[[BaseException], None] | None = None,
 ) -> AsyncIterator[Startup]:
     """Builds a worker's services while the worker already answers, so that a worker started
     while Valkey or the database is down answers 503 at once instead of holding its requests.
 
     Returns once the services are up (``on_ready`` has run) or a dependency has been found
     unreachable; then they come up, and ``on_ready`` runs, as soon as it can be reached. Any
-    other failure before that is raised, so a misconfigured worker still fails to start. On
-    exit the services are taken down, or their building is abandoned."""
+    other failure before that is raised, so a misconfigured worker still fails to start; one
+    after it (the dependency came back but refused the ledger) is logged, shown by readiness,
+    and handed to ``on_failure``. On exit the services are taken down, or their building is
+    abandoned."""
     startup = Startup()
     stop = asyncio.Event()
 
@@ -292,7 +297,7 @@ async def services_in_background(
         news.cancel()
     if building.done():
         building.result()
-    building.add_done_callback(_report_failure(startup))
+    building.add_done_callback(_report_failure(startup, on_failure))
     try:
         yield startup
     finally:
@@ -308,12 +313,19 @@ async def services_in_background(
                 raise  # a failure taking the services down; one before they were up is logged
 
 
-def _report_failure(startup: Startup) -> Callable[[asyncio.Task], None]:
+def _report_failure(
+    startup: Startup, on_failure: Callable[[BaseException], None] | None
+) -> Callable[[asyncio.Task], None]:
     def report(task: asyncio.Task) -> None:
-        if not task.cancelled() and task.exception() is not None and startup.services is None:
-            exc = task.exception()
-            startup.waiting["start-up"] = f"failed: {type(exc).__name__}"
-            log.error("the worker's services failed to start", exc_info=exc)
+        if task.cancelled() or startup.services is not None:
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        startup.waiting["start-up"] = f"failed: {type(exc).__name__}"
+        log.error("the worker's services failed to start", exc_info=exc)
+        if on_failure is not None:
+            on_failure(exc)
 
     return report
 

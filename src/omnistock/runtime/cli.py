@@ -186,7 +186,7 @@ def serve(settings: Settings, host: str, port: int, workers: int, *, demo: bool 
         # held a lock (an import in progress, say) waited on it for ever and never started.
         multiprocessing.set_start_method("spawn", force=True)
         Granian(
-            "omnistock.api.app:create_asgi",
+            "omnistock.api.app:create_worker_asgi",
             address=host,
             port=port,
             interface=Interfaces.ASGI,
