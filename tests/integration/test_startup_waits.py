@@ -66,8 +66,8 @@ async def test_it_gives_up_at_its_deadline_and_says_why(
     settings = Settings(data_dir=tmp_path / "data", redis_url=server.url)
     opening = bootstrap.when_reachable
 
-    async def briefly(what, open_, timeout_s=bootstrap.STARTUP_TIMEOUT_S):
-        return await opening(what, open_, timeout_s=0.5)
+    async def briefly(what, open_, **options):
+        return await opening(what, open_, **(options | {"timeout_s": 0.5}))
 
     monkeypatch.setattr(bootstrap, "when_reachable", briefly)
     with pytest.raises(bootstrap.UNREACHABLE):

@@ -80,15 +80,16 @@ async def when_reachable(
     what: str,
     open_: Callable[[], Awaitable[T]],
     *,
-    timeout_s: float | None = STARTUP_TIMEOUT_S,
+    timeout_s: float = STARTUP_TIMEOUT_S,
     startup: Startup | None = None,
 ) -> T:
     """``open_()``, tried again while its dependency (``what``: "redis" or "database") cannot be
-    reached, for up to ``timeout_s`` (None: until it can). A worker starting while Valkey or the
-    database is briefly away (a restart, a failover) waits for it: a worker that gave up would
-    end, and granian stops the whole service when a worker ends."""
+    reached, for up to ``timeout_s``. A worker starting while Valkey or the database is briefly
+    away (a restart, a failover) waits for it: a worker that gave up would end, and granian
+    stops the whole service when a worker ends. Given a ``startup`` (a worker that answers 503
+    meanwhile), it waits as long as it takes and reports the wait there."""
     loop = asyncio.get_running_loop()
-    deadline = None if timeout_s is None else loop.time() + timeout_s
+    deadline = None if startup is not None else loop.time() + timeout_s
     pause = 0.1
     while True:
         try:
@@ -147,7 +148,7 @@ async def ledger_runtime(
                 durability=settings.durability,
                 timeout_s=settings.redis_timeout_s,
             ),
-            **_patience(startup),
+            startup=startup,
         )
         try:
             sweeper = Sweeper(connection.ledger, interval_s=settings.sweep_interval_ms / 1000)
@@ -192,16 +193,6 @@ async def _every(interval_s: float, name: str, action: Callable[[], Awaitable[ob
             log.debug("%s failed: %s", name, exc)
 
 
-def _patience(startup: Startup | None) -> dict:
-    """How long to wait for a dependency at start-up: a worker building its services in the
-    background (``startup`` given) answers 503 meanwhile, so it waits as long as it takes."""
-    return (
-        {"timeout_s": STARTUP_TIMEOUT_S}
-        if startup is None
-        else {"timeout_s": None, "startup": startup}
-    )
-
-
 @contextlib.asynccontextmanager
 async def service_runtime(
     settings: Settings, metrics: Metrics, *, startup: Startup | None = None
@@ -214,9 +205,9 @@ async def service_runtime(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = open_engine(url, timeout_s=settings.db_timeout_s)
     try:
-        await when_reachable("database", lambda: create_schema(engine), **_patience(startup))
+        await when_reachable("database", lambda: create_schema(engine), startup=startup)
         catalog = NodeCatalog(engine)
-        await when_reachable("database", catalog.refresh, **_patience(startup))
+        await when_reachable("database", catalog.refresh, startup=startup)
         async with ledger_runtime(settings, startup=startup) as runtime:
             projector = Projector(runtime.connection.client, engine, cluster=settings.redis_cluster)
             follower = await EventFollower.open(
