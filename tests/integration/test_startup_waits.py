@@ -10,6 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import redis
 from litestar.testing import AsyncTestClient
 
 from omnistock.api.app import create_asgi
@@ -83,6 +84,30 @@ async def test_a_worker_with_a_bad_redis_url_still_fails_to_start(tmp_path: Path
         async with AsyncTestClient(app=create_asgi(settings)):
             pass
     assert _raised(caught.value, ValueError, "scheme"), caught.value
+
+
+@pytest.mark.parametrize("password", ["wrong-secret", None], ids=["wrong", "missing"])
+async def test_a_worker_whose_password_is_refused_fails_to_start(
+    tmp_path: Path, password: str | None
+) -> None:
+    """A refused password is a misconfiguration, not an outage: waiting cannot mend it, so the
+    worker fails at start-up (and ``serve`` with it) instead of answering 503 for ever."""
+    server = EmbeddedValkey(tmp_path / "valkey")
+    server.start()
+    server.client().config_set("requirepass", "right-secret")
+    try:
+        credentials = f":{password}@" if password else ""
+        url = f"redis://{credentials}{server.host}:{server.port}/0"
+        with pytest.raises(BaseException) as caught:
+            async with asyncio.timeout(30):
+                async with AsyncTestClient(app=create_asgi(settings_for(tmp_path / "data", url))):
+                    pass
+        assert _raised(caught.value, redis.exceptions.AuthenticationError, ""), caught.value
+    finally:
+        redis.Redis(host=server.host, port=server.port, password="right-secret").config_set(
+            "requirepass", ""
+        )
+        server.stop()
 
 
 def _raised(exc: BaseException, kind: type, text: str) -> bool:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from redis import exceptions as redis_errors
 from sqlalchemy import exc as sa_errors
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -43,6 +44,9 @@ UNREACHABLE = (
     sa_errors.InterfaceError,
     sa_errors.TimeoutError,
 )
+# What redis-py reports as a connection error but no wait mends: the server answered and refused
+# the credentials. A misconfiguration, which ends the start instead of being waited out.
+REFUSED = (redis_errors.AuthenticationError, redis_errors.AuthorizationError)
 
 T = TypeVar("T")
 
@@ -84,10 +88,11 @@ async def when_reachable(
     startup: Startup | None = None,
 ) -> T:
     """``open_()``, tried again while its dependency (``what``: "redis" or "database") cannot be
-    reached, for up to ``timeout_s``. A worker starting while Valkey or the database is briefly
-    away (a restart, a failover) waits for it: a worker that gave up would end, and granian
-    stops the whole service when a worker ends. Given a ``startup`` (a worker that answers 503
-    meanwhile), it waits as long as it takes and reports the wait there."""
+    reached, for up to ``timeout_s``; credentials it refuses end the wait at once. A worker
+    starting while Valkey or the database is briefly away (a restart, a failover) waits for it:
+    a worker that gave up would end, and granian stops the whole service when a worker ends.
+    Given a ``startup`` (a worker that answers 503 meanwhile), it waits as long as it takes
+    and reports the wait there."""
     loop = asyncio.get_running_loop()
     deadline = None if startup is not None else loop.time() + timeout_s
     pause = 0.1
@@ -95,6 +100,8 @@ async def when_reachable(
         try:
             opened = await open_()
         except UNREACHABLE as exc:
+            if isinstance(exc, REFUSED):
+                raise
             if deadline is not None and loop.time() + pause > deadline:
                 raise
             log.warning("%s unreachable at start-up (%s); trying again", what, exc)
@@ -367,6 +374,31 @@ def _flush(services: Services) -> Callable[[], Awaitable[None]]:
             metrics.flush()
 
     return flush
+
+
+async def redis_misconfiguration(settings: Settings) -> Exception | None:
+    """What keeps the Redis named by the settings from ever serving the ledger (credentials it
+    refuses, a URL that cannot be used, a server that refuses the ledger's scripts), found by
+    opening the ledger once; None when it opens, when no URL is set (the embedded Valkey), and
+    when it cannot be reached for now (the workers wait for it). ``serve`` checks this before
+    it starts its workers, so a misconfigured service stops at once with the reason."""
+    if settings.redis_url is None:
+        return None
+    try:
+        connection = await open_ledger(
+            settings.redis_url,
+            cluster=settings.redis_cluster,
+            durability=settings.durability,
+            timeout_s=settings.redis_timeout_s,
+        )
+    except REFUSED as exc:
+        return exc
+    except UNREACHABLE:
+        return None
+    except Exception as exc:
+        return exc
+    await connection.aclose()
+    return None
 
 
 async def prepare_database(settings: Settings) -> None:
