@@ -13,24 +13,37 @@ from pathlib import Path
 import httpx
 import redis
 
-from omnistock.runtime.valkey_server import free_port
+from omnistock.runtime.valkey_server import EmbeddedValkey, free_port
 
 READY = re.compile(r"omnistock listening on \S+ .*valkey at (redis://\S+)")
 
 
-def _start(data_dir: Path, workers: int = 1) -> tuple[subprocess.Popen[str], str, int]:
-    """Starts ``serve`` and returns once it reported its Valkey and answers /readyz: the
-    process, its Valkey's URL and its port."""
+def _serve_command(port: int, workers: int) -> list[str]:
+    return [
+        sys.executable,
+        *("-m", "omnistock.runtime.cli", "serve"),
+        *("--port", str(port), "--workers", str(workers)),
+    ]
+
+
+def _serve_env(data_dir: Path, redis_url: str | None = None) -> dict[str, str]:
     env = {**os.environ, "OMNISTOCK_DATA_DIR": str(data_dir)}
     env.pop("OMNISTOCK_REDIS_URL", None)
+    if redis_url is not None:
+        env["OMNISTOCK_REDIS_URL"] = redis_url
+    return env
+
+
+def _start(
+    data_dir: Path, workers: int = 1, redis_url: str | None = None
+) -> tuple[subprocess.Popen[str], str, int]:
+    """Starts ``serve`` (on the embedded default unless given a ``redis_url``) and returns
+    once it reported its Valkey and answers /readyz: the process, its Valkey's URL as it
+    printed it and its port."""
     port = free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            *("-m", "omnistock.runtime.cli", "serve"),
-            *("--port", str(port), "--workers", str(workers)),
-        ],
-        env=env,
+        _serve_command(port, workers),
+        env=_serve_env(data_dir, redis_url),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -89,6 +102,45 @@ def test_serve_reports_a_crashed_valkey_and_exits_nonzero(tmp_path: Path) -> Non
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_serve_with_a_password_redis_refuses_stops_at_once_and_says_why(tmp_path: Path) -> None:
+    """A wrong password is a misconfiguration: ``serve`` checks it before its workers start and
+    stops with status 1 and the reason, where workers failing one after the other could keep
+    granian respawning them for many seconds. The password itself is never printed."""
+    server = EmbeddedValkey(tmp_path / "valkey")
+    server.start()
+    server.client().config_set("requirepass", "right-secret")
+    try:
+        url = f"redis://:wrong-secret@{server.host}:{server.port}/0"
+        started = time.monotonic()
+        done = subprocess.run(
+            _serve_command(free_port(), 2),
+            env=_serve_env(tmp_path / "data", url),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert time.monotonic() - started < 20
+        assert "cannot be used: AuthenticationError" in done.stderr, done.stderr
+        assert f"redis://:***@{server.host}:{server.port}/0" in done.stderr, done.stderr
+        assert "wrong-secret" not in done.stdout + done.stderr
+        assert "Spawning worker" not in done.stdout + done.stderr
+
+        proc, printed_url, _port = _start(
+            tmp_path / "data", redis_url=url.replace("wrong-secret", "right-secret")
+        )
+        try:
+            assert printed_url == f"redis://:***@{server.host}:{server.port}/0"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)
+    finally:
+        redis.Redis(host=server.host, port=server.port, password="right-secret").config_set(
+            "requirepass", ""
+        )
+        server.stop()
 
 
 def test_serve_workers_are_fresh_interpreters_not_forks_of_its_threads(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import sys
+import urllib.parse
 
 import msgspec
 
@@ -114,6 +115,7 @@ def serve(settings: Settings, host: str, port: int, workers: int, *, demo: bool 
     from omnistock.runtime.bootstrap import (
         UNREACHABLE,
         prepare_database,
+        redis_misconfiguration,
         start_embedded_valkey,
     )
     from omnistock.runtime.tools import ProjectorThread, url_file
@@ -141,6 +143,13 @@ def serve(settings: Settings, host: str, port: int, workers: int, *, demo: bool 
         asyncio.run(prepare_database(settings))
     except UNREACHABLE as exc:
         print(f"omnistock: the database could not be reached: {exc}", file=sys.stderr)
+        return 1
+    if misconfigured := asyncio.run(redis_misconfiguration(settings)):
+        print(
+            f"omnistock: {_redacted(settings.redis_url)} cannot be used: "
+            f"{type(misconfigured).__name__}: {misconfigured}",
+            file=sys.stderr,
+        )
         return 1
     shutil.rmtree(settings.data_dir / "metrics", ignore_errors=True)
 
@@ -176,7 +185,7 @@ def serve(settings: Settings, host: str, port: int, workers: int, *, demo: bool 
             projector.start()
         print(
             f"omnistock listening on http://{host}:{port} ({workers} worker(s); valkey at "
-            f"{os.environ.get('OMNISTOCK_REDIS_URL')} "
+            f"{_redacted(os.environ.get('OMNISTOCK_REDIS_URL'))} "
             f"({'embedded' if embedded else 'external'}, durability={settings.durability}); "
             f"database {'external' if settings.database_url else 'sqlite'})",
             flush=True,
@@ -212,6 +221,21 @@ def serve(settings: Settings, host: str, port: int, workers: int, *, demo: bool 
         return 1
     print("omnistock stopped", flush=True)
     return 0
+
+
+def _redacted(url: str | None) -> str:
+    """A Redis URL fit for a log: its password (in the address or as ``?password=``) masked."""
+    if not url:
+        return ""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password:
+        masked = f"{parts.username or ''}:***@{parts.netloc.rpartition('@')[2]}"
+        url = url.replace(parts.netloc, masked, 1)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    if any(name == "password" for name, _ in query):
+        hidden = [(name, "***" if name == "password" else value) for name, value in query]
+        url = url.partition("?")[0] + "?" + urllib.parse.urlencode(hidden, safe="*")
+    return url
 
 
 def _seed_demo(settings: Settings, host: str, port: int) -> None:
