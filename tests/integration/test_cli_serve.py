@@ -189,6 +189,43 @@ def test_serve_replaces_a_worker_that_dies_and_goes_on_serving(tmp_path: Path) -
         assert proc.wait(timeout=30) == 0
 
 
+def test_serve_killed_with_sigkill_leaves_nothing_running_and_starts_again(
+    tmp_path: Path,
+) -> None:
+    """``kill -9`` of serve (or the OOM killer choosing it) gives it no chance to stop its
+    children. Its Valkey, left running, would share the AOF of the next serve on the same data
+    directory, and its workers would go on answering from the old listening socket: both
+    stop by themselves, and the next serve starts on the same data."""
+    proc, url, _port = _start(tmp_path, workers=2)
+    valkey = _valkey_pid(url)
+    with redis.Redis.from_url(url) as client:
+        client.set("written-before-the-kill", "1")
+    left = [valkey, *_workers(proc.pid, valkey)]
+    assert len(left) == 3, left
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while left := [pid for pid in left if _alive(pid)]:
+        assert time.monotonic() < deadline, f"still running after serve was killed: {left}"
+        time.sleep(0.1)
+
+    again, url, _port = _start(tmp_path)
+    try:
+        with redis.Redis.from_url(url) as client:
+            assert client.get("written-before-the-kill") == b"1"
+    finally:
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(timeout=30) == 0
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not yet reaped by init, does not)."""
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
 def _workers(serve_pid: int, valkey_pid: int) -> list[int]:
     """The pids of serve's granian workers: its children but its Valkey and multiprocessing's
     resource tracker."""

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -141,6 +144,59 @@ def test_kill_is_deliberate_and_monitor_rearms_on_restart(server: EmbeddedValkey
 
     assert fired.wait(timeout=10)
     assert exits == [-signal.SIGKILL]
+
+
+def test_a_data_dir_holds_one_server_at_a_time(server: EmbeddedValkey) -> None:
+    """Two servers on one data dir would append to the same AOF: the second is refused for as
+    long as the first lives, and starts on its data once it is gone."""
+    server.client().set("first", "1")
+    second = EmbeddedValkey(server.data_dir)
+    with pytest.raises(ValkeyStartError, match=f"in use by valkey-server pid {server.pid}"):
+        second.start(timeout=0.5)
+    assert server.is_running()
+    server.kill()
+    second.start()
+    try:
+        assert second.client().get("first") == b"1"
+    finally:
+        second.stop()
+
+
+def test_a_server_stops_when_the_process_that_started_it_is_killed(tmp_path: Path) -> None:
+    owner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from omnistock.runtime.valkey_server import EmbeddedValkey\n"
+            "server = EmbeddedValkey(sys.argv[1])\n"
+            "server.start()\n"
+            "print(server.pid, flush=True)\n"
+            "time.sleep(600)\n",
+            str(tmp_path / "valkey"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert owner.stdout is not None
+        pid = int(owner.stdout.readline())
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait()
+        deadline = time.monotonic() + 10
+        while _running(pid):
+            assert time.monotonic() < deadline, "the server outlived the process that owned it"
+            time.sleep(0.05)
+    finally:
+        owner.kill()
+        owner.wait()
+
+
+def _running(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
 
 
 def test_bad_config_raises_start_error_with_log(tmp_path: Path) -> None:

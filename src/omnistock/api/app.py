@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import os
 import signal
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 
 from litestar import Litestar
@@ -36,6 +39,8 @@ from omnistock.api.problems import handle
 from omnistock.api.route_rules import route_rules_middleware
 from omnistock.runtime.bootstrap import Services, services_in_background
 from omnistock.runtime.settings import Settings
+
+log = logging.getLogger("omnistock.api")
 
 MAX_BODY_BYTES = 1_048_576
 OPENAPI_PATH = "/schema"
@@ -121,13 +126,36 @@ def create_asgi(
     )
 
 
+ORPHAN_CHECK_S = 0.5
+
+
 def create_worker_asgi() -> Edge:
     """The app as one of ``omnistock serve``'s granian workers runs it. A worker whose services
     fail for good after it started answering stops itself, as if told to; granian then starts
     a new one in its place, and stops the service if that one fails again at once (a crash
-    loop), so a service that cannot work says so by ending rather than answering 503 for ever."""
-    return create_asgi(on_start_failure=_stop_this_worker)
+    loop), so a service that cannot work says so by ending rather than answering 503 for ever.
+    A worker whose service process is gone (killed with SIGKILL, say) stops too, instead of
+    answering on its own from a stale listening socket."""
+    settings = Settings.from_env()
+    _stop_when_orphaned(os.getppid(), grace_s=2 * settings.request_timeout_s + 2)
+    return create_asgi(settings, on_start_failure=_stop_this_worker)
 
 
 def _stop_this_worker(_exc: BaseException) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _stop_when_orphaned(parent: int, *, grace_s: float) -> None:
+    """Watches, from a daemon thread, for this process's parent to change (it died and the
+    process was handed to another); then stops it as granian stops a worker, letting its
+    requests finish, and kills it if it has not ended after ``grace_s``."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK_S)
+        log.warning("the service process %d is gone; this worker stops", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()

@@ -9,13 +9,20 @@ expose:
 * restarts on the *same* data dir and port after a SIGKILL, replaying the AOF, which is
   what fault tests exercise;
 * noticing a child that died behind our back (``check()`` / ``monitor()``), so the
-  service reports a crashed store instead of quietly answering with connection errors.
+  service reports a crashed store instead of quietly answering with connection errors;
+* one server per data dir: the server holds a lock on it for as long as it lives, so a second
+  one (another service started on the same directory) cannot write to the same AOF;
+* no orphans: a server started from the main thread is sent SIGTERM when its owner dies, even
+  by SIGKILL, and flushes its AOF and stops.
 """
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import logging
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -61,6 +68,22 @@ class ValkeyStartError(ValkeyError):
 
 class ValkeyCrashed(ValkeyError):
     """The server exited although nobody called ``stop()`` or ``kill()``."""
+
+
+LOCK_FILE = "valkey.lock"
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent() -> Callable[[], None]:
+    """A ``preexec_fn`` that has the kernel send the child SIGTERM when the thread that
+    started it ends: a server whose owner was killed stops instead of living on. Resolved
+    here, in the parent, so the child only makes the one system call."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def set_parent_death_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+
+    return set_parent_death_signal
 
 
 def server_env() -> dict[str, str]:
@@ -276,15 +299,27 @@ class EmbeddedValkey(StartStop):
                 return
             self._data_dir.mkdir(parents=True, exist_ok=True)
             conf = self._write_config()
-            with (self._data_dir / STDIO_FILE).open("ab") as stdio:
-                proc = subprocess.Popen(
-                    [str(get_binary_path()), str(conf)],
-                    cwd=self._data_dir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=stdio,
-                    stderr=subprocess.STDOUT,
-                    env=server_env(),
-                )
+            lock = self._claim_data_dir(timeout)
+            # Only the main thread lives as long as its process: a server started from
+            # another thread would be stopped when that thread ended.
+            owned = threading.current_thread() is threading.main_thread()
+            try:
+                with (self._data_dir / STDIO_FILE).open("ab") as stdio:
+                    proc = subprocess.Popen(
+                        [str(get_binary_path()), str(conf)],
+                        cwd=self._data_dir,
+                        stdin=subprocess.DEVNULL,
+                        stdout=stdio,
+                        stderr=subprocess.STDOUT,
+                        env=server_env(),
+                        # The server keeps the data dir's lock for as long as it lives.
+                        pass_fds=(lock,),
+                        preexec_fn=_stop_with_parent() if owned else None,
+                    )
+                os.ftruncate(lock, 0)
+                os.pwrite(lock, f"{proc.pid}\n".encode(), 0)
+            finally:
+                os.close(lock)
             child = _Child(proc)
             self._child = child
             try:
@@ -306,6 +341,26 @@ class EmbeddedValkey(StartStop):
             self.cluster,
             self._data_dir,
         )
+
+    def _claim_data_dir(self, timeout: float) -> int:
+        """Locks the data dir for a new server and returns the lock's descriptor. A server
+        still running there (another service on the same directory, or one that is still
+        flushing its AOF as it stops) holds the lock; it is waited for up to ``timeout``."""
+        fd = os.open(self._data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                    os.close(fd)
+                    raise ValkeyStartError(
+                        f"{self._data_dir} is in use by valkey-server pid {holder}: is another "
+                        f"omnistock running on this data directory?"
+                    ) from None
+                time.sleep(0.05)
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
         deadline = time.monotonic() + timeout
