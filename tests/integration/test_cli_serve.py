@@ -143,6 +143,19 @@ def test_serve_with_a_password_redis_refuses_stops_at_once_and_says_why(tmp_path
         server.stop()
 
 
+def test_serve_with_a_database_url_it_cannot_use_stops_at_once_and_says_why(
+    tmp_path: Path,
+) -> None:
+    env = _serve_env(tmp_path / "data") | {"OMNISTOCK_DATABASE_URL": "nosuchdialect://host/db"}
+    done = subprocess.run(
+        _serve_command(free_port(), 1), env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "the database cannot be used: NoSuchModuleError" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "data" / "valkey").exists()  # stopped before starting anything
+
+
 def test_serve_workers_are_fresh_interpreters_not_forks_of_its_threads(tmp_path: Path) -> None:
     """``serve`` runs threads beside granian (the projector, the embedded Valkey's watcher). A
     worker forked from it could inherit a lock one of them held at that moment and wait on it

@@ -110,6 +110,7 @@ def serve(settings: Settings, host: str, port: int, workers: int, *, demo: bool 
     embedded Valkey stops last. A crashed embedded Valkey ends the service with status 1."""
     from granian import Granian
     from granian.constants import Interfaces
+    from sqlalchemy.exc import SQLAlchemyError
 
     from omnistock.api.auth import KeyConfigError, first_start_admin_key, resolve_keys
     from omnistock.runtime.bootstrap import (
@@ -143,6 +144,12 @@ def serve(settings: Settings, host: str, port: int, workers: int, *, demo: bool 
         asyncio.run(prepare_database(settings))
     except UNREACHABLE as exc:
         print(f"omnistock: the database could not be reached: {exc}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as exc:  # a URL it cannot use, credentials it refuses
+        print(
+            f"omnistock: the database cannot be used: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
         return 1
     if misconfigured := asyncio.run(redis_misconfiguration(settings)):
         print(
