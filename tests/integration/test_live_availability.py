@@ -126,6 +126,11 @@ async def counted(http: httpx.AsyncClient, streams: int) -> bool:
     return float(rows[0].split()[1]) == streams
 
 
+async def in_snapshots(served: Served, streams: int) -> bool:
+    """Whether the workers' metric snapshots, together, count ``streams`` open streams."""
+    return sum(worker_gauges(served).values()) == streams
+
+
 async def open_stream(client: httpx.AsyncClient, skus: str) -> EventReader:
     request = client.build_request(
         "GET", "/v1/availability/stream", params={"skus": skus}, headers=headers("storefront")
@@ -162,6 +167,10 @@ async def test_a_sale_through_any_worker_reaches_streams_on_every_worker_within_
                 firsts = {(await readers[-1].next())[1]["sku"] for _ in range(2)}
                 assert firsts == {a, b}
                 await eventually(lambda: counted(http, len(readers)))
+                if len(readers) >= STREAMS:
+                    # A worker writes its snapshot once a second: wait for every stream to
+                    # show there before judging which workers hold some.
+                    await eventually(lambda: in_snapshots(served, len(readers)))
             print(f"streams per worker: {worker_gauges(served)}")
 
             latencies: list[float] = []
