@@ -172,6 +172,11 @@ class RedisLedger(MovementsMixin):
         return (await self.availability_many([sku]))[sku]
 
     async def availability_many(self, skus: Sequence[str]) -> dict[str, list[Position]]:
+        if len(skus) == 1:  # a product page: one SKU, one partition, one call
+            sku = skus[0]
+            p = keys.partition_of(sku)
+            flats = await self._call_once("availability", [keys.tag(p)], [self._now(), p, sku], "")
+            return {sku: codec.positions_from_flat(sku, flats[0])}
         unique = list(dict.fromkeys(skus))
         if not unique:
             return {}

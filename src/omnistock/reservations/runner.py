@@ -98,29 +98,39 @@ class ScriptRunner:
         self._pending: collections.deque[_Item] = collections.deque()
         self._slots: dict[str, int] = {}
         self._in_flight = 0
+        self._drains: set[asyncio.Task] = set()
 
-    async def op(
+    def op(
         self, name: str, keys: Sequence[str], args: Sequence[Any], fingerprint: str = ""
-    ) -> Any:
+    ) -> asyncio.Future:
         """Runs one operation of the ledger script; ``keys`` are its partition tags. With a
         ``fingerprint`` (single server only) the script first claims the operation id for it and
-        the reply is ``[claim, result]`` (see _batch.lua)."""
-        return await self._enqueue(_Item(name, None, keys, args, self._future(), fingerprint))
+        the reply is ``[claim, result]`` (see _batch.lua). Await the returned future for the
+        reply (a plain function, not a coroutine: this is on every request's path)."""
+        return self._enqueue(name, None, keys, args, fingerprint)
 
-    async def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> asyncio.Future:
         """Runs any other script, one EVALSHA, through the same pipelines."""
-        return await self._enqueue(_Item("", script, keys, args, self._future()))
+        return self._enqueue("", script, keys, args, "")
 
-    @staticmethod
-    def _future() -> asyncio.Future:
-        return asyncio.get_running_loop().create_future()
-
-    async def _enqueue(self, item: _Item) -> Any:
-        self._pending.append(item)
+    def _enqueue(
+        self,
+        name: str,
+        script: Script | None,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        fingerprint: str,
+    ) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append(_Item(name, script, keys, args, future, fingerprint))
         if self._in_flight < self._max_in_flight:
             self._in_flight += 1
-            asyncio.get_running_loop().create_task(self._drain())
-        return await item.future
+            drain = loop.create_task(self._drain())
+            # The loop keeps only a weak reference to a task.
+            self._drains.add(drain)
+            drain.add_done_callback(self._drains.discard)
+        return future
 
     async def _drain(self) -> None:
         try:
