@@ -231,6 +231,29 @@ def test_serve_killed_with_sigkill_leaves_nothing_running_and_starts_again(
         assert again.wait(timeout=30) == 0
 
 
+def test_a_second_serve_on_a_data_directory_in_use_stops_and_says_which_server_holds_it(
+    tmp_path: Path,
+) -> None:
+    first, url, port = _start(tmp_path)
+    try:
+        done = subprocess.run(
+            _serve_command(free_port(), 1),
+            env=_serve_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert f"in use by valkey-server pid {_valkey_pid(url)}" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+        assert first.poll() is None
+        assert (tmp_path / "metrics").is_dir()  # the running service's snapshots are left
+        _wait_ready(port, time.monotonic() + 10)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=30) == 0
+
+
 def _alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie, ended but not yet reaped by init, does not)."""
     try:

@@ -120,6 +120,7 @@ def serve(settings: Settings, host: str, port: int, workers: int, *, demo: bool 
         start_embedded_valkey,
     )
     from omnistock.runtime.tools import ProjectorThread, url_file
+    from omnistock.runtime.valkey_server import ValkeyStartError
 
     # Until granian installs its own handlers, a stop request unwinds through the finally blocks
     # below, so an embedded Valkey already started is stopped, not orphaned.
@@ -158,12 +159,19 @@ def serve(settings: Settings, host: str, port: int, workers: int, *, demo: bool 
             file=sys.stderr,
         )
         return 1
-    shutil.rmtree(settings.data_dir / "metrics", ignore_errors=True)
 
     embedded = None
     crashed: list[int] = []
     if settings.redis_url is None:
-        embedded = start_embedded_valkey(settings)
+        try:
+            embedded = start_embedded_valkey(settings)
+        except ValkeyStartError as exc:  # another service on this data directory, say
+            print(f"omnistock: the embedded valkey-server did not start: {exc}", file=sys.stderr)
+            return 1
+    # Snapshots of a previous run's workers (after the Valkey claimed the data directory, so
+    # a service refused for running on another's directory leaves that one's alone).
+    shutil.rmtree(settings.data_dir / "metrics", ignore_errors=True)
+    if embedded is not None:
         os.environ["OMNISTOCK_REDIS_URL"] = embedded.url
         os.environ["OMNISTOCK_REDIS_CLUSTER"] = "0"
         url_file(settings).write_text(embedded.url + "\n")

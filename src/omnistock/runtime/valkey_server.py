@@ -71,6 +71,9 @@ class ValkeyCrashed(ValkeyError):
 
 
 LOCK_FILE = "valkey.lock"
+# How long a new server waits for the one before it on the same data dir to end (one that was
+# told to stop flushes its AOF first) before it gives up and says who holds the directory.
+LOCK_WAIT_S = 10.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -299,7 +302,7 @@ class EmbeddedValkey(StartStop):
                 return
             self._data_dir.mkdir(parents=True, exist_ok=True)
             conf = self._write_config()
-            lock = self._claim_data_dir(timeout)
+            lock = self._claim_data_dir(min(timeout, LOCK_WAIT_S))
             # Only the main thread lives as long as its process: a server started from
             # another thread would be stopped when that thread ended.
             owned = threading.current_thread() is threading.main_thread()
@@ -342,12 +345,12 @@ class EmbeddedValkey(StartStop):
             self._data_dir,
         )
 
-    def _claim_data_dir(self, timeout: float) -> int:
+    def _claim_data_dir(self, wait_s: float) -> int:
         """Locks the data dir for a new server and returns the lock's descriptor. A server
         still running there (another service on the same directory, or one that is still
-        flushing its AOF as it stops) holds the lock; it is waited for up to ``timeout``."""
+        flushing its AOF as it stops) holds the lock; it is waited for up to ``wait_s``."""
         fd = os.open(self._data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait_s
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
