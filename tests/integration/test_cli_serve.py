@@ -14,6 +14,7 @@ import httpx
 import redis
 
 from omnistock.runtime.valkey_server import EmbeddedValkey, free_port
+from tests.integration.process_support import gone
 
 READY = re.compile(r"omnistock listening on \S+ .*valkey at (redis://\S+)")
 
@@ -218,7 +219,7 @@ def test_serve_killed_with_sigkill_leaves_nothing_running_and_starts_again(
     proc.kill()
     proc.wait()
     deadline = time.monotonic() + 20
-    while left := [pid for pid in left if _alive(pid)]:
+    while left := [pid for pid in left if not gone(pid)]:
         assert time.monotonic() < deadline, f"still running after serve was killed: {left}"
         time.sleep(0.1)
 
@@ -252,14 +253,6 @@ def test_a_second_serve_on_a_data_directory_in_use_stops_and_says_which_server_h
     finally:
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=30) == 0
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, ended but not yet reaped by init, does not)."""
-    try:
-        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
 
 
 def _workers(serve_pid: int, valkey_pid: int) -> list[int]:

@@ -24,6 +24,7 @@ from omnistock.runtime.valkey_server import (
     ValkeyStartError,
     server_env,
 )
+from tests.integration.process_support import gone
 
 
 @pytest.fixture
@@ -184,19 +185,12 @@ def test_a_server_stops_when_the_process_that_started_it_is_killed(tmp_path: Pat
         os.kill(owner.pid, signal.SIGKILL)
         owner.wait()
         deadline = time.monotonic() + 10
-        while _running(pid):
+        while not gone(pid):
             assert time.monotonic() < deadline, "the server outlived the process that owned it"
             time.sleep(0.05)
     finally:
         owner.kill()
         owner.wait()
-
-
-def _running(pid: int) -> bool:
-    try:
-        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
 
 
 def test_bad_config_raises_start_error_with_log(tmp_path: Path) -> None:

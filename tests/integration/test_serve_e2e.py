@@ -19,6 +19,7 @@ import httpx
 import redis
 
 from omnistock.runtime.valkey_server import free_port
+from tests.integration.process_support import gone
 
 READY = re.compile(r"omnistock listening on \S+ .*valkey at (redis://\S+)")
 KEY_LINE = re.compile(r"^  (osk_\S+)$")
@@ -122,14 +123,6 @@ def wait_ready(base: str, deadline: float) -> None:
 def valkey_pid(url: str) -> int:
     with redis.Redis.from_url(url) as client:
         return int(client.info("server")["process_id"])
-
-
-def gone(pid: int) -> bool:
-    status = Path(f"/proc/{pid}/status")
-    try:
-        return "zombie" in status.read_text()
-    except FileNotFoundError:
-        return True
 
 
 def test_serve_runs_the_api_end_to_end_and_stops_cleanly(tmp_path: Path) -> None:

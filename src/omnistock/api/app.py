@@ -45,6 +45,8 @@ log = logging.getLogger("omnistock.api")
 MAX_BODY_BYTES = 1_048_576
 OPENAPI_PATH = "/schema"
 """The OpenAPI document is at /schema/openapi.json, the interactive docs at /schema/swagger."""
+# How often a serve worker checks that its service process is still there.
+ORPHAN_CHECK_S = 0.5
 
 
 def create_app(
@@ -124,9 +126,6 @@ def create_asgi(
         long_paths={"/v1/routing/batch": BATCH_DEADLINE_S},
         streaming_paths=frozenset({STREAM_PATH}),
     )
-
-
-ORPHAN_CHECK_S = 0.5
 
 
 def create_worker_asgi() -> Edge:

@@ -48,6 +48,12 @@ UNREACHABLE = (
 # the credentials. A misconfiguration, which ends the start instead of being waited out.
 REFUSED = (redis_errors.AuthenticationError, redis_errors.AuthorizationError)
 
+
+def worth_waiting_for(exc: BaseException) -> bool:
+    """Whether ``exc`` says a dependency cannot be reached for now, which waiting may mend."""
+    return isinstance(exc, UNREACHABLE) and not isinstance(exc, REFUSED)
+
+
 T = TypeVar("T")
 
 
@@ -100,7 +106,7 @@ async def when_reachable(
         try:
             opened = await open_()
         except UNREACHABLE as exc:
-            if isinstance(exc, REFUSED):
+            if not worth_waiting_for(exc):
                 raise
             if deadline is not None and loop.time() + pause > deadline:
                 raise
@@ -391,12 +397,8 @@ async def redis_misconfiguration(settings: Settings) -> Exception | None:
             durability=settings.durability,
             timeout_s=settings.redis_timeout_s,
         )
-    except REFUSED as exc:
-        return exc
-    except UNREACHABLE:
-        return None
     except Exception as exc:
-        return exc
+        return None if worth_waiting_for(exc) else exc
     await connection.aclose()
     return None
 

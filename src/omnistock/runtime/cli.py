@@ -144,21 +144,11 @@ def serve(settings: Settings, host: str, port: int, workers: int, *, demo: bool 
     try:
         asyncio.run(prepare_database(settings))
     except UNREACHABLE as exc:
-        print(f"omnistock: the database could not be reached: {exc}", file=sys.stderr)
-        return 1
+        return _stopped(f"the database could not be reached: {exc}")
     except SQLAlchemyError as exc:  # a URL it cannot use, credentials it refuses
-        print(
-            f"omnistock: the database cannot be used: {type(exc).__name__}: {exc}",
-            file=sys.stderr,
-        )
-        return 1
+        return _stopped(f"the database cannot be used: {_named(exc)}")
     if misconfigured := asyncio.run(redis_misconfiguration(settings)):
-        print(
-            f"omnistock: {_redacted(settings.redis_url)} cannot be used: "
-            f"{type(misconfigured).__name__}: {misconfigured}",
-            file=sys.stderr,
-        )
-        return 1
+        return _stopped(f"{_redacted(settings.redis_url)} cannot be used: {_named(misconfigured)}")
 
     embedded = None
     crashed: list[int] = []
@@ -166,8 +156,7 @@ def serve(settings: Settings, host: str, port: int, workers: int, *, demo: bool 
         try:
             embedded = start_embedded_valkey(settings)
         except ValkeyStartError as exc:  # another service on this data directory, say
-            print(f"omnistock: the embedded valkey-server did not start: {exc}", file=sys.stderr)
-            return 1
+            return _stopped(f"the embedded valkey-server did not start: {exc}")
     # Snapshots of a previous run's workers (after the Valkey claimed the data directory, so
     # a service refused for running on another's directory leaves that one's alone).
     shutil.rmtree(settings.data_dir / "metrics", ignore_errors=True)
@@ -236,6 +225,16 @@ def serve(settings: Settings, host: str, port: int, workers: int, *, demo: bool 
         return 1
     print("omnistock stopped", flush=True)
     return 0
+
+
+def _stopped(reason: str) -> int:
+    """Says why ``serve`` stops before it served, and gives its exit status."""
+    print(f"omnistock: {reason}", file=sys.stderr)
+    return 1
+
+
+def _named(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _redacted(url: str | None) -> str:
