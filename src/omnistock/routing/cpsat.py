@@ -41,8 +41,14 @@ class CpSatResult:
 
 
 def _weights(problem: Problem, strategy: str, fixed_units: bool, scale: float):
-    fixed_s = np.rint(problem.fixed * scale).astype(np.int64)
-    unit_s = np.rint(problem.unit * scale).astype(np.int64)
+    fixed_f = np.rint(problem.fixed * scale)
+    unit_f = np.rint(problem.unit * scale)
+    if max(fixed_f.max(initial=0.0), unit_f.max(initial=0.0)) >= _LIMIT:
+        # A cost that does not fit a 64-bit integer at this scale (a shipment across the globe
+        # at the contract's largest per-km price): too large, so the caller scales down.
+        return None, None, 0, 0, _LIMIT
+    fixed_s = fixed_f.astype(np.int64)
+    unit_s = unit_f.astype(np.int64)
     cost_ub = int(fixed_s.sum()) + int(problem.qty.sum()) * int(unit_s.max(initial=0))
     w_ship = cost_ub + 1 if strategy == "fewest_shipments" else 0
     w_unit = 0 if fixed_units else (problem.n_cands + 1) * max(w_ship, 1) + cost_ub + 1
@@ -69,6 +75,8 @@ def solve(
     while worst >= _LIMIT and scale > 1e-6:
         scale /= 10.0
         fixed_s, unit_s, w_ship, w_unit, worst = _weights(problem, strategy, fixed_units, scale)
+    if fixed_s is None or unit_s is None:  # beyond any scale: the caller keeps its own plan
+        return CpSatResult(alloc=None, status="model_invalid", optimal=False)
     exact_scale = scale == float(SCALE)
 
     model = cp_model.CpModel()

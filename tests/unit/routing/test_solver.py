@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
-from omnistock.routing import Cost, route
+from omnistock.routing import Cost, cpsat, route
 from omnistock.routing import candidates as candidates_module
 from omnistock.routing.exact import split_lower_bound
+from omnistock.routing.problem import Problem
 from tests.unit.routing.conftest import network, node, request
 
 
@@ -72,3 +75,28 @@ def test_time_limit_and_wall_clock_mode_are_accepted():
     b = route(network(*nodes), avail, req, time_limit_ms=200, deterministic=False)
     assert a.solver.optimal and b.solver.optimal
     assert a.total_cost == pytest.approx(b.total_cost)
+
+
+def test_costs_too_large_for_the_exact_scale_are_solved_at_a_coarser_one():
+    """Money goes up to 1e9 per km, so a shipment across the globe costs about 2e13, which at
+    the solver's fixed-point scale no longer fits a 64-bit integer: the weights are scaled down
+    (the answer no longer claimed optimal) instead of wrapping into an invalid model."""
+    problem = Problem(
+        skus=("A", "B"),
+        qty=np.array([1, 1]),
+        node_ids=("far", "c1", "c2"),
+        node_index=np.arange(3),
+        avail=np.array([[1, 1, 0], [1, 0, 1]]),
+        dist=np.zeros(3),
+        fixed=np.array([2e13, 1.0, 1.0]),
+        unit=np.zeros(3),
+        priority=np.zeros(3),
+        first=np.zeros(3, dtype=bool),
+        max_shipments=None,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = cpsat.solve(problem, "cost", np.array([[1, 0, 0], [1, 0, 0]]), 1000)
+    assert result.status == "optimal" and not result.optimal
+    assert result.alloc is not None
+    assert result.alloc.tolist() == [[0, 1, 0], [0, 0, 1]]
