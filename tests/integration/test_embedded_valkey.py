@@ -22,6 +22,7 @@ from omnistock.runtime.valkey_server import (
     EmbeddedValkey,
     ValkeyCrashed,
     ValkeyStartError,
+    bundled_mimalloc,
     server_env,
 )
 from tests.integration.process_support import gone
@@ -77,6 +78,59 @@ def test_server_gets_allocator_tuning_and_operator_tunables_win(
     # and the server starts with it
     with EmbeddedValkey(tmp_path) as srv, srv.client() as client:
         assert client.ping()
+
+
+def _loaded_libraries(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="preloading is Linux's")
+def test_the_server_allocates_with_mimalloc_unless_told_libc(tmp_path: Path) -> None:
+    library = bundled_mimalloc()
+    assert library is not None, "the lock installs cmeel-mimalloc on Linux"
+    with EmbeddedValkey(tmp_path / "mimalloc") as srv, srv.client() as client:
+        assert client.ping()
+        assert str(library) in _loaded_libraries(srv.pid)
+    with EmbeddedValkey(tmp_path / "libc", allocator="libc") as srv, srv.client() as client:
+        assert client.ping()
+        assert "mimalloc" not in _loaded_libraries(srv.pid)
+    with pytest.raises(ValueError, match="allocator"):
+        EmbeddedValkey(tmp_path / "other", allocator="jemalloc")
+
+
+def test_a_library_the_operator_preloads_comes_before_mimalloc(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LD_PRELOAD", "/opt/their/libprofiler.so")
+    preload = server_env("mimalloc")["LD_PRELOAD"].split()
+    assert preload[0] == "/opt/their/libprofiler.so"
+    assert preload[1:] == [str(bundled_mimalloc())]
+    assert server_env("libc")["LD_PRELOAD"] == "/opt/their/libprofiler.so"
+
+
+def test_on_mimalloc_the_server_rewrites_its_aof_in_a_child_and_replays_it(
+    tmp_path: Path,
+) -> None:
+    """The AOF rewrite runs in a forked child, which inherits the allocator's state."""
+    with EmbeddedValkey(tmp_path) as srv:
+        with srv.client() as client:
+            client.hset("h", mapping={f"f{i}": "x" * (i % 50) for i in range(5000)})
+            client.bgrewriteaof()
+            deadline = time.monotonic() + 20
+            while (
+                client.info("persistence")["aof_rewrite_in_progress"]
+                or client.info("persistence")["aof_rewrite_scheduled"]
+            ):
+                assert time.monotonic() < deadline, "the rewrite did not finish"
+                time.sleep(0.05)
+            assert client.info("persistence")["aof_last_bgrewrite_status"] == "ok"
+            client.hset("h", "after", "rewrite")
+        srv.kill()
+        srv.start()
+        with srv.client(decode_responses=True) as client:
+            assert client.hlen("h") == 5001
+            assert client.hget("h", "f49") == "x" * 49
+            assert client.hget("h", "after") == "rewrite"
 
 
 def test_unknown_durability_is_rejected(tmp_path: Path) -> None:

@@ -135,7 +135,11 @@ class LedgerRuntime:
 
 
 def start_embedded_valkey(settings: Settings) -> EmbeddedValkey:
-    server = EmbeddedValkey(settings.data_dir / "valkey", durability=settings.durability)
+    server = EmbeddedValkey(
+        settings.data_dir / "valkey",
+        durability=settings.durability,
+        allocator=settings.valkey_allocator,
+    )
     # Replaying a large AOF takes a while; the service is not ready before it is done.
     server.start(timeout=STARTUP_TIMEOUT_S)
     return server

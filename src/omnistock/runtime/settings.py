@@ -8,6 +8,7 @@ from pathlib import Path
 import msgspec
 
 from omnistock.reservations.connect import DURABILITY
+from omnistock.runtime.valkey_server import ALLOCATORS
 
 
 class SettingsError(ValueError):
@@ -26,6 +27,7 @@ class Settings(msgspec.Struct, frozen=True):
     request_timeout_s: float = 2.5
     db_timeout_s: float = 2.0
     projector: bool = True
+    valkey_allocator: str = "mimalloc"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -33,6 +35,11 @@ class Settings(msgspec.Struct, frozen=True):
         durability = env.get("OMNISTOCK_DURABILITY", "strict")
         if durability not in DURABILITY:
             raise SettingsError(f"OMNISTOCK_DURABILITY must be one of {', '.join(DURABILITY)}")
+        allocator = env.get("OMNISTOCK_VALKEY_ALLOCATOR") or "mimalloc"
+        if allocator not in ALLOCATORS:
+            raise SettingsError(
+                f"OMNISTOCK_VALKEY_ALLOCATOR must be one of {', '.join(ALLOCATORS)}"
+            )
         return cls(
             data_dir=Path(env.get("OMNISTOCK_DATA_DIR", ".omnistock")),
             redis_url=env.get("OMNISTOCK_REDIS_URL") or None,
@@ -45,6 +52,7 @@ class Settings(msgspec.Struct, frozen=True):
             request_timeout_s=_int(env, "OMNISTOCK_REQUEST_TIMEOUT_MS", 2500, low=50) / 1000,
             db_timeout_s=_int(env, "OMNISTOCK_DB_TIMEOUT_MS", 2000, low=50) / 1000,
             projector=_flag(env, "OMNISTOCK_PROJECTOR", default=True),
+            valkey_allocator=allocator,
         )
 
 
