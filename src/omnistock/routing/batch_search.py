@@ -24,6 +24,22 @@ SCALE = 1000.0
 
 
 _NO_CAP = 1 << 40
+# CP-SAT's objective is a 64-bit integer; the bound leaves room for its own sums.
+_LIMIT = 2**62
+
+
+def _scale(cost_ub: float, units_ub: int, terms: int) -> float:
+    """The fixed-point scale of a neighbourhood's costs: SCALE, or less when the objective
+    (weight * units - cost, the weight above every cost) could leave 64 bits there. Money goes
+    up to 1e9 per km, so a neighbourhood of far nodes can cost 1e15 before scaling. A coarser
+    scale only blurs small cost differences in the model; a plan is kept only when better in
+    floats."""
+    # The weight is the scaled cost bound plus one, and rounding adds at most half a unit to
+    # each coefficient: at most units_ub + terms over the bound.
+    room = _LIMIT / (units_ub + 2) - units_ub - terms - 2
+    if cost_ub * SCALE <= room:
+        return SCALE
+    return max(room, 0.0) / cost_ub / 2
 
 
 class _Search:
@@ -103,8 +119,10 @@ class _Search:
         xs: dict[int, list[tuple[int, int, cp_model.IntVar]]] = {}
         per_res: dict[tuple[int, int], list] = defaultdict(list)
         per_node: dict[int, list] = defaultdict(list)
-        cost_terms = []
-        cost_ub = 0
+        # Costs in floats first, (coefficient, variable, its upper bound): the fixed-point scale
+        # depends on how large the whole objective can get.
+        cost_terms: list[tuple[float, cp_model.IntVar, int]] = []
+        units_ub = 0
         all_x = []
         for o in group:
             order = self.orders[o]
@@ -126,10 +144,8 @@ class _Search:
                     per_node[n].append((var, ub))
                     per_line[line].append(var)
                     all_x.append(var)
-                    unit_s = round(float(order.unit[c]) * SCALE)
-                    if unit_s:
-                        cost_terms.append(unit_s * var)
-                        cost_ub += unit_s * ub
+                    units_ub += ub
+                    cost_terms.append((float(order.unit[c]), var, ub))
                 if not vars_c:
                     continue
                 y = model.NewBoolVar("")
@@ -137,9 +153,7 @@ class _Search:
                 for var, ub in vars_c:
                     model.Add(var <= ub * y)
                 model.Add(sum(var for var, _ in vars_c) >= y)
-                fixed_s = round(float(order.fixed[c]) * SCALE)
-                cost_terms.append(fixed_s * y)
-                cost_ub += fixed_s
+                cost_terms.append((float(order.fixed[c]), y, 1))
                 model.AddHint(y, bool(old[o][:, c].any()))
             for line, row in per_line.items():
                 if len(row) > 1:
@@ -154,8 +168,12 @@ class _Search:
         for n, row in per_node.items():
             if sum(ub for _, ub in row) > int(self.cap_left[n]):
                 model.Add(sum(var for var, _ in row) <= int(self.cap_left[n]))
-        weight = cost_ub + 1
-        model.Minimize(sum(cost_terms) - weight * sum(all_x))
+        cost_ub = math.fsum(coef * ub for coef, _, ub in cost_terms)
+        scale = _scale(cost_ub, units_ub, len(cost_terms))
+        scaled = [(round(coef * scale), var, ub) for coef, var, ub in cost_terms]
+        # Units first: one more unit outweighs any difference in cost.
+        weight = sum(coef * ub for coef, _, ub in scaled) + 1
+        model.Minimize(sum(coef * var for coef, var, _ in scaled if coef) - weight * sum(all_x))
         solver = cp_model.CpSolver()
         params = solver.parameters
         params.num_workers = 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 
 import msgspec
 import pytest
@@ -190,6 +191,25 @@ def test_random_instance_feasible_and_never_worse(seed: int) -> None:
     assert got >= base
     if got == base:
         assert result.total_cost <= result.baseline.total_cost + 1e-9
+    assert result.unfulfilled_units + got == sum(x.qty for r in requests for x in r.lines)
+
+
+def test_costs_too_large_for_the_exact_scale_are_planned_at_a_coarser_one() -> None:
+    """Money goes up to 1e9 per km: a neighbourhood of such nodes no longer fits the search's
+    64-bit objective at its fixed-point scale. The search scales down and still re-plans
+    (before, the model was invalid and the batch stayed at its starting point)."""
+    network, stock, requests = random_instance(3)
+    dear = Network(
+        [msgspec.structs.replace(n, cost=Cost(1e9, 1e9, n.cost.per_unit)) for n in network.nodes]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = plan_batch(dear, stock, requests, time_limit_s=10)
+    assert result.solver.improvements >= 1
+    assert_feasible(result.plans, dear, stock, requests)
+    assert_costs_recomputed(result.plans, dear, requests)
+    got, base = units(result.plans), units(result.baseline_plans)
+    assert got > base
     assert result.unfulfilled_units + got == sum(x.qty for r in requests for x in r.lines)
 
 
