@@ -488,12 +488,24 @@ def summarize(
 # -- report -----------------------------------------------------------------------------------
 
 
-def machine_info(valkey_version: str, load_before: Sequence[float]) -> dict[str, Any]:
+def server_allocator(pid: int | None) -> str:
+    """The allocator the server process runs on, from the libraries it has mapped."""
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return "unknown"
+    return "mimalloc" if "libmimalloc" in maps else "glibc malloc"
+
+
+def machine_info(
+    valkey_version: str, allocator: str, load_before: Sequence[float]
+) -> dict[str, Any]:
     return {
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "valkey": valkey_version,
+        "allocator": allocator,
         "redis_py": redis.__version__,
         "hiredis": bool(redis.utils.HIREDIS_AVAILABLE),
         "durability": DURABILITY,
@@ -508,7 +520,8 @@ def markdown(report: dict[str, Any]) -> str:
         "# Ledger benchmark",
         "",
         f"{report['date']}; {m['cpu_count']} CPUs, {m['platform']}, Python {m['python']}, "
-        f"Valkey {m['valkey']}, redis-py {m['redis_py']} (hiredis {m['hiredis']}); "
+        f"Valkey {m['valkey']} on {m.get('allocator', 'an unrecorded allocator')}, "
+        f"redis-py {m['redis_py']} (hiredis {m['hiredis']}); "
         f"durability `{m['durability']}`. Load average (1/5/15 min) before "
         f"{m['load_average_before']}, after {m['load_average_after']}: the machine is shared, "
         "so figures vary from run to run.",
@@ -589,6 +602,7 @@ async def run(opts: Options, base_dir: Path) -> dict[str, Any]:
     targets = []
     with EmbeddedValkey(base_dir / "single", durability=DURABILITY) as server:
         version = await _valkey_version(server.url)
+        allocator = server_allocator(server.pid)
         targets.append(
             await bench_target(
                 "single", server.url, [(server.host, server.port)], cluster=False, opts=opts
@@ -600,7 +614,7 @@ async def run(opts: Options, base_dir: Path) -> dict[str, Any]:
             targets.append(
                 await bench_target("cluster-3", cl.url, primaries, cluster=True, opts=opts)
             )
-    return {"machine": machine_info(version, load_before), "targets": targets}
+    return {"machine": machine_info(version, allocator, load_before), "targets": targets}
 
 
 def parse_args(argv: Sequence[str] | None) -> Options:

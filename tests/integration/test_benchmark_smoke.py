@@ -26,6 +26,7 @@ def test_quick_benchmark_reports_every_arm_and_leaves_no_stock_reserved(tmp_path
     report = json.loads((tmp_path / "ledger.json").read_text())
     assert report["machine"]["durability"] == "strict"
     assert report["machine"]["cpu_count"] >= 1
+    assert report["machine"]["allocator"] == "mimalloc"
     [single] = report["targets"]
     assert single["target"] == "single"
     assert single["appendfsync"] == "always"
