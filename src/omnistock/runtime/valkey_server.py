@@ -53,7 +53,8 @@ _APPENDFSYNC = {"strict": "always", "fast": "everysec"}
 # A ledger script builds and drops many small Lua objects per operation, and the bundled server
 # allocates them with glibc malloc: with its default tuning a quarter of the server's CPU went to
 # malloc, free and fastbin consolidation, and still about 30 % with the tuning below. mimalloc,
-# preloaded, takes a quarter off the server's CPU per ledger operation (benchmarks/README.md).
+# preloaded, takes a quarter off the server's CPU per ledger operation (README, "Ledger
+# benchmark").
 # "libc" keeps glibc malloc, with the tuning: larger per-thread caches, no fastbins (so nothing
 # to consolidate) and no trimming of the heap top keep small allocations on their fast path.
 ALLOCATORS = ("mimalloc", "libc")
@@ -112,8 +113,8 @@ def bundled_mimalloc() -> Path | None:
 
 
 def server_env(allocator: str = "mimalloc") -> dict[str, str]:
-    """The server's environment: ours, with the allocator. Settings the operator made come
-    after ours, so theirs win: their glibc tunables, and libraries they preload themselves."""
+    """The server's environment: ours, with the allocator. Settings the operator made win:
+    their glibc tunables come after ours, and libraries they preload come before mimalloc."""
     env = dict(os.environ)
     tunables = ":".join(ALLOCATOR_TUNABLES)
     if env.get("GLIBC_TUNABLES"):
