@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from pathlib import Path
@@ -9,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from omnistock.domain.stock import Line
+from omnistock.reservations import keys
 from omnistock.reservations.connect import DurabilityError, open_ledger
 from omnistock.reservations.runner import LedgerUnavailable
+from omnistock.runtime.valkey_cluster import EmbeddedCluster
 from omnistock.runtime.valkey_server import EmbeddedValkey
 
 
@@ -94,3 +97,32 @@ async def test_a_server_that_is_down_is_reported_quickly_and_the_ledger_recovers
         assert (await conn.ledger.position("n1", "sku")).on_hand == 3
     finally:
         await conn.aclose()
+
+
+def _script_calls(server: EmbeddedValkey) -> int:
+    with server.client() as direct:
+        return int(direct.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_a_burst_on_a_cluster_goes_out_as_one_script_call_per_node(
+    valkey_cluster: EmbeddedCluster,
+) -> None:
+    """Operations queue per cluster node: a burst of concurrent calls is one batch per node,
+    not batches cut from the whole burst and split again over the nodes."""
+    conn = await open_ledger(valkey_cluster.url, cluster=True)
+    run = uuid.uuid4().hex[:8]
+    skus = [f"burst-{run}-{i}" for i in range(48)]
+    by_node: dict[str, int] = {}
+    for sku in skus:
+        name = conn.client.get_node_from_key(keys.tag(keys.partition_of(sku))).name
+        by_node[name] = by_node.get(name, 0) + 1
+    assert len(by_node) == 3 and max(by_node.values()) <= 32  # one batch's worth per node
+    try:
+        before = {s.port: _script_calls(s) for s in valkey_cluster.primaries}
+        await asyncio.gather(*(conn.ledger.set_stock(f"{s}:set", "n1", s, 5) for s in skus))
+        after = {s.port: _script_calls(s) for s in valkey_cluster.primaries}
+        positions = await asyncio.gather(*(conn.ledger.position("n1", s) for s in skus))
+    finally:
+        await conn.aclose()
+    assert {port: after[port] - before[port] for port in after} == dict.fromkeys(after, 1)
+    assert [p.on_hand for p in positions] == [5] * len(skus)

@@ -2,12 +2,14 @@
 
 The Python client, not the server, is where time goes: one EVALSHA per round trip costs a full
 request/response cycle in redis-py, and each script call pays the server a fixed price (the
-prelude, the clock, an expiry sweep). Callers enqueue their operation and await a future; up to
-``max_in_flight`` drain tasks each take what is queued (up to ``max_batch``), group it by shard
-(one group on a single server, one per cluster node on a cluster) and send every group as one
-call of the ledger script, all in one pipeline per server. Under load,
-many concurrent requests share a few round trips and script calls; when idle a call goes out at
-once. Several batches in flight let the client prepare one while the server runs another.
+prelude, the clock, an expiry sweep, and on a cluster an fsync per node and pipeline). Callers
+enqueue their operation and await a future. Operations queue per shard (one queue on a single
+server, one per cluster node on a cluster); up to ``max_in_flight`` drain tasks per shard each
+take what is queued there (up to ``max_batch``) and send it as one call of the ledger script in
+one pipeline. Under load, many concurrent requests share a few round trips and script calls; when
+idle a call goes out at once. Several batches in flight let the client prepare one while the
+server runs another. Queueing per node, not splitting one batch over the nodes, keeps a cluster
+node's batches as large as a single server's share of the same load would be.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ UNAVAILABLE_ERRORS = (
     redis_errors.ClusterDownError,
     redis_errors.TryAgainError,
     redis_errors.ReadOnlyError,
+    # A cluster whose slot map has a hole (a shard lost and not failed over).
+    redis_errors.SlotNotCoveredError,
     OSError,
     asyncio.TimeoutError,
 )
@@ -95,9 +99,9 @@ class ScriptRunner:
         # A single server keeps one event stream and one deadline set; a cluster one per
         # partition, so that every script stays in its slot.
         self._one_server = "" if cluster else keys.tag(0)
-        self._pending: collections.deque[_Item] = collections.deque()
+        self._queues: dict[str, collections.deque[_Item]] = {}
+        self._in_flight: dict[str, int] = {}
         self._slots: dict[str, int] = {}
-        self._in_flight = 0
         self._drains: set[asyncio.Task] = set()
 
     def op(
@@ -123,24 +127,37 @@ class ScriptRunner:
     ) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._pending.append(_Item(name, script, keys, args, future, fingerprint))
-        if self._in_flight < self._max_in_flight:
-            self._in_flight += 1
-            drain = loop.create_task(self._drain())
+        shard = self._shard_of(keys[0]) if self._cluster and keys else ""
+        queue = self._queues.get(shard)
+        if queue is None:
+            queue = self._queues[shard] = collections.deque()
+        queue.append(_Item(name, script, keys, args, future, fingerprint))
+        in_flight = self._in_flight.get(shard, 0)
+        if in_flight < self._max_in_flight:
+            self._in_flight[shard] = in_flight + 1
+            drain = loop.create_task(self._drain(shard, queue))
             # The loop keeps only a weak reference to a task.
             self._drains.add(drain)
             drain.add_done_callback(self._drains.discard)
         return future
 
-    async def _drain(self) -> None:
+    def _shard_of(self, key: str) -> str:
+        """The cluster node a key's slot is on: the queue its operation waits in. Only a batching
+        key: where a batch goes is decided when it is sent, from the slot map then."""
+        try:
+            return self._cluster_node(key).name
+        except redis_errors.SlotNotCoveredError:  # sending will report it
+            return ""
+
+    async def _drain(self, shard: str, queue: collections.deque[_Item]) -> None:
         try:
             # One pass of the event loop lets callers woken in the same tick join this batch.
             await asyncio.sleep(0)
-            while self._pending:
-                take = min(self._max_batch, len(self._pending))
-                await self._execute([self._pending.popleft() for _ in range(take)])
+            while queue:
+                take = min(self._max_batch, len(queue))
+                await self._execute([queue.popleft() for _ in range(take)])
         finally:
-            self._in_flight -= 1
+            self._in_flight[shard] -= 1
 
     # -- one round trip ---------------------------------------------------------------------------
 
@@ -173,8 +190,8 @@ class ScriptRunner:
         return commands
 
     async def _execute(self, items: list[_Item]) -> None:
-        commands = self._commands(items)
         try:
+            commands = self._commands(items)
             replies = await self._send([command for command, _ in commands])
             missing = [
                 i for i, r in enumerate(replies) if isinstance(r, redis_errors.NoScriptError)
