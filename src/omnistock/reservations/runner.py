@@ -261,12 +261,16 @@ class ScriptRunner:
             for i in todo:
                 node = self._cluster_node(commands[i][3])
                 by_node.setdefault(node.name, (node, []))[1].append(i)
-            await asyncio.gather(
-                *(
-                    self._node_pipeline(node, idxs, commands, replies)
-                    for node, idxs in by_node.values()
+            if len(by_node) == 1:  # the usual case, operations queue per node: no task to make
+                [(node, idxs)] = by_node.values()
+                await self._node_pipeline(node, idxs, commands, replies)
+            else:
+                await asyncio.gather(
+                    *(
+                        self._node_pipeline(node, idxs, commands, replies)
+                        for node, idxs in by_node.values()
+                    )
                 )
-            )
             lost = any(isinstance(replies[i], UNAVAILABLE_ERRORS) for i in todo)
             todo = [i for i in todo if isinstance(replies[i], _REROUTE)]
             if lost or todo:
