@@ -126,3 +126,22 @@ async def test_a_burst_on_a_cluster_goes_out_as_one_script_call_per_node(
         await conn.aclose()
     assert {port: after[port] - before[port] for port in after} == dict.fromkeys(after, 1)
     assert [p.on_hand for p in positions] == [5] * len(skus)
+
+
+async def test_a_hole_in_the_clients_slot_map_is_learned_again_and_the_call_goes_through(
+    valkey_cluster: EmbeddedCluster,
+) -> None:
+    """A slot the client's map has no node for (a map learned while a shard was lost, say) is
+    reported as the ledger unavailable, which makes the runner learn the map again; the ledger
+    retries (every operation is idempotent), so the call goes through on the healthy cluster."""
+    conn = await open_ledger(valkey_cluster.url, cluster=True)
+    sku = f"hole-{uuid.uuid4().hex[:8]}"
+    slot = conn.client.keyslot(keys.tag(keys.partition_of(sku)))
+    try:
+        await conn.ledger.set_stock(f"{sku}:set", "n1", sku, 3)
+        conn.client.nodes_manager.slots_cache.pop(slot)
+        position = await asyncio.wait_for(conn.ledger.position("n1", sku), timeout=5)
+        assert conn.client.nodes_manager.slots_cache.get(slot)
+    finally:
+        await conn.aclose()
+    assert position.on_hand == 3

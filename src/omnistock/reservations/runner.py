@@ -203,6 +203,8 @@ class ScriptRunner:
                     replies[i] = reply
         except UNAVAILABLE_ERRORS as exc:
             self._fail(items, LedgerUnavailable(f"{type(exc).__name__}: {exc}"))
+            if isinstance(exc, redis_errors.SlotNotCoveredError):
+                await self._refresh_slots()  # the hole may be ours alone: learn the map again
             return
         except Exception as exc:  # a bug or protocol error must not strand the callers
             log.exception("pipeline failed")
@@ -230,7 +232,10 @@ class ScriptRunner:
         slot = self._slots.get(key)
         if slot is None:
             slot = self._slots[key] = self._client.keyslot(key)
-        return self._client.nodes_manager.get_node_from_slot(slot)
+        try:
+            return self._client.nodes_manager.get_node_from_slot(slot)
+        except KeyError:  # a map learned without the slot: as an empty entry would say
+            raise redis_errors.SlotNotCoveredError(f"slot {slot} is in no node's range") from None
 
     async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         if self._cluster:
