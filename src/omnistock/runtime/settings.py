@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 
 from omnistock.reservations.connect import DURABILITY
-from omnistock.runtime.valkey_server import ALLOCATORS
+from omnistock.runtime.valkey_server import ALLOCATORS, DEFAULT_ALLOCATOR
 
 
 class SettingsError(ValueError):
@@ -27,7 +27,7 @@ class Settings(msgspec.Struct, frozen=True):
     request_timeout_s: float = 2.5
     db_timeout_s: float = 2.0
     projector: bool = True
-    valkey_allocator: str = "mimalloc"
+    valkey_allocator: str = DEFAULT_ALLOCATOR
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -35,7 +35,7 @@ class Settings(msgspec.Struct, frozen=True):
         durability = env.get("OMNISTOCK_DURABILITY", "strict")
         if durability not in DURABILITY:
             raise SettingsError(f"OMNISTOCK_DURABILITY must be one of {', '.join(DURABILITY)}")
-        allocator = env.get("OMNISTOCK_VALKEY_ALLOCATOR") or "mimalloc"
+        allocator = env.get("OMNISTOCK_VALKEY_ALLOCATOR") or DEFAULT_ALLOCATOR
         if allocator not in ALLOCATORS:
             raise SettingsError(
                 f"OMNISTOCK_VALKEY_ALLOCATOR must be one of {', '.join(ALLOCATORS)}"

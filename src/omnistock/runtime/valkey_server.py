@@ -58,6 +58,7 @@ _APPENDFSYNC = {"strict": "always", "fast": "everysec"}
 # "libc" keeps glibc malloc, with the tuning: larger per-thread caches, no fastbins (so nothing
 # to consolidate) and no trimming of the heap top keep small allocations on their fast path.
 ALLOCATORS = ("mimalloc", "libc")
+DEFAULT_ALLOCATOR = ALLOCATORS[0]
 ALLOCATOR_TUNABLES = (
     "glibc.malloc.tcache_count=2000",
     "glibc.malloc.mxfast=0",
@@ -112,7 +113,7 @@ def bundled_mimalloc() -> Path | None:
     return None
 
 
-def server_env(allocator: str = "mimalloc") -> dict[str, str]:
+def server_env(allocator: str = DEFAULT_ALLOCATOR) -> dict[str, str]:
     """The server's environment: ours, with the allocator. Settings the operator made win:
     their glibc tunables come after ours, and libraries they preload come before mimalloc."""
     env = dict(os.environ)
@@ -197,7 +198,7 @@ class EmbeddedValkey(StartStop):
         durability: str = "strict",
         cluster: bool = False,
         extra_config: dict[str, str] | None = None,
-        allocator: str = "mimalloc",
+        allocator: str = DEFAULT_ALLOCATOR,
     ) -> None:
         if durability not in _APPENDFSYNC:
             raise ValueError(
