@@ -18,7 +18,8 @@ Out of memory: with Valkey at its maxmemory limit (policy noeviction), the ledge
 refused with OOM before it runs (it declares flags in a ``#!lua`` shebang and is not
 ``no-writes``, so the server judges it a write script up front), every operation of the batch
 is refused and nothing is written; the API answers 503 problem+json; once memory is freed, the
-same request applies once.
+same request applies once. Reads are answered all the same, by the ledger script's read-only
+twin, as they would be after releasing what is due, and still write nothing.
 
 Through the API a failed script is a problem+json (500 for a broken key, 503 for a full server)
 with a title, answered at once, never a hang or a stack trace.
@@ -632,7 +633,7 @@ def free_memory(client: redis.Redis, filler: list[bytes]) -> None:
     client.config_set("maxmemory", 0)
 
 
-async def test_at_maxmemory_the_ledger_is_refused_before_any_write_and_recovers(
+async def test_at_maxmemory_writes_are_refused_before_any_write_and_recover(
     full_valkey: EmbeddedValkey,
 ) -> None:
     conn = await open_ledger(full_valkey.url, max_in_flight=1)
@@ -652,8 +653,11 @@ async def test_at_maxmemory_the_ledger_is_refused_before_any_write_and_recovers(
                 ),
                 ANSWER_WITHIN_S,
             )
-            for result in results:
+            for result in results[:2]:
                 assert isinstance(result, LedgerOutOfMemory), result
+            # A read in the same batch is refused with it, then answered by the dry twin.
+            assert (results[2].on_hand, results[2].reserved) == (10, 3), results[2]
+            assert s.ledger.dry_read_fallbacks == 1
             assert_unchanged(before, keyspace(client))
             free_memory(client, filler)
         await s.ledger.reserve(ops[0], [Line(s.wh, s.a, 1)], ttl_ms=TTL_MS)
@@ -663,7 +667,51 @@ async def test_at_maxmemory_the_ledger_is_refused_before_any_write_and_recovers(
         await conn.aclose()
 
 
-async def test_at_maxmemory_the_api_answers_503_and_recovers(
+async def test_at_maxmemory_reads_release_what_is_due_without_writing_it(
+    full_valkey: EmbeddedValkey, clock: Clock
+) -> None:
+    """Reads that would release an expired reservation and an expired hold (whose transfer is
+    then cancelled) answer as if they had, write nothing, and read exactly as the reads that
+    release them do once memory is freed."""
+    conn = await open_ledger(full_valkey.url, clock=clock)
+    try:
+        s = Scene(conn.ledger)
+        rid = await s.reserve(ttl_ms=TTL_MS)
+        hold = await s.hold(source_node_id=s.wh)
+        assert hold.transfer_id is not None
+        assert await s.quantities(s.wh) == [(10, 3, 0, 0), (10, 5, 0, 0)]
+
+        async def everything() -> list[Any]:
+            return [
+                await s.ledger.availability_many([s.a, s.b]),
+                await s.ledger.position(s.wh, s.a),
+                await s.ledger.get_reservation(rid),
+                await s.ledger.get_hold(hold.hold_id),
+                await s.ledger.get_transfer(hold.transfer_id),
+            ]
+
+        clock.now += TTL_MS + READY_MS + WINDOW_MS
+        with full_valkey.client() as client:
+            filler = fill_to_the_limit(client)
+            before = keyspace(client)
+            dry = await asyncio.wait_for(everything(), ANSWER_WITHIN_S)
+            assert_unchanged(before, keyspace(client))
+            assert s.ledger.dry_read_fallbacks == 5
+            positions, wh_a, reservation, expired_hold, transfer = dry
+            assert [(p.node_id, p.reserved) for p in positions[s.a]] == [(s.wh, 0)]
+            assert [(p.node_id, p.reserved) for p in positions[s.b]] == [(s.wh, 0)]
+            assert (wh_a.reserved, wh_a.available) == (0, 10)
+            assert reservation.status == "expired"
+            assert expired_hold.status == "expired"
+            assert transfer.status == "cancelled"
+            free_memory(client, filler)
+        assert await everything() == dry
+        assert s.ledger.dry_read_fallbacks == 5
+    finally:
+        await conn.aclose()
+
+
+async def test_at_maxmemory_the_api_refuses_writes_with_503_answers_reads_and_recovers(
     tmp_path: Path, full_valkey: EmbeddedValkey
 ) -> None:
     settings = settings_for(tmp_path / "data", full_valkey.url, request_timeout_s=2.5)
@@ -680,9 +728,10 @@ async def test_at_maxmemory_the_api_answers_503_and_recovers(
             problem = assert_clear_problem(refused, 503)
             assert "memory" in (problem["title"] + problem["detail"]).lower(), problem
             assert refused.headers.get("Retry-After")
-            # Reads go through the same script (they expire what is due first): refused too.
+            # The storefront still reads: on the ledger script's read-only twin.
             read = await api.get(f"/v1/availability/{a}", headers=auth("oms"))
-            assert_clear_problem(read, 503)
+            assert read.status_code == 200, read.text
+            assert read.json()["available"] == 10, read.json()
             assert_unchanged(before, keyspace(client))
             free_memory(client, filler)
         again = await api.post("/v1/reservations", json=body, headers=headers)

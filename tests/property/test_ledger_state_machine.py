@@ -9,7 +9,10 @@ reservations, transfers and holds, and the ledger invariants must hold: no negat
 their source; ``held`` is what the placed and ready holds hold; ``inbound`` is what the transfers
 in transit carry to their destination; ``on_hand`` moves only through set_stock, adjust, commit,
 ship, receive and collect; and per SKU, on_hand + inbound summed over the nodes moves only
-through set_stock, adjust, commit, collect and the losses of receipts.
+through set_stock, adjust, commit, collect and the losses of receipts. Before those reads, the
+same reads made dry (on the ledger script's read-only twin, which the ledger falls back on at
+maxmemory) must give exactly what the reads after them give, versions included, although the dry
+reads release nothing that is due and the others release it.
 
 Each example starts on an empty keyspace (FLUSHALL on a server owned by this module, so other
 modules' data is never touched). The async ledgers are driven from the synchronous machine through
@@ -70,6 +73,7 @@ from omnistock.domain.stock import Adjustment, Line, Position, Reason
 from omnistock.reservations import keys
 from omnistock.reservations.connect import LedgerConnection, open_ledger
 from omnistock.reservations.model import ModelLedger
+from omnistock.reservations.redis_ledger import RedisLedger
 from omnistock.runtime.valkey_cluster import EmbeddedCluster
 from omnistock.runtime.valkey_server import EmbeddedValkey
 
@@ -816,14 +820,15 @@ class LedgerComparison(RuleBasedStateMachine):
 
     # -- invariants -----------------------------------------------------------------------------
 
-    async def redis_snapshot(self) -> list[Any]:
+    async def redis_snapshot(self, ledger: RedisLedger | None = None) -> list[Any]:
         """The Redis ledger's positions, reservations, transfers and holds, read concurrently:
         the script runner sends them as one pipeline."""
+        ledger = ledger or self.redis
         return await asyncio.gather(
-            self.redis.availability_many(SKUS),
-            asyncio.gather(*(self.redis.get_reservation(p.redis_id) for p in self.pairs)),
-            asyncio.gather(*(self.redis.get_transfer(p.redis_id) for p in self.transfers)),
-            asyncio.gather(*(self.redis.get_hold(p.redis_id) for p in self.holds)),
+            ledger.availability_many(SKUS),
+            asyncio.gather(*(ledger.get_reservation(p.redis_id) for p in self.pairs)),
+            asyncio.gather(*(ledger.get_transfer(p.redis_id) for p in self.transfers)),
+            asyncio.gather(*(ledger.get_hold(p.redis_id) for p in self.holds)),
         )
 
     def model_snapshot(self) -> list[Any]:
@@ -842,7 +847,9 @@ class LedgerComparison(RuleBasedStateMachine):
 
     @invariant()
     def ledgers_agree(self) -> None:
+        dry = self.t.run(self.redis_snapshot(self.redis.with_dry_reads()))
         redis_side, model_side = self.snapshot()
+        assert dry == redis_side, f"dry reads gave {dry}, the reads after them {redis_side}"
         redis_positions, model_positions = redis_side[0], model_side[0]
         for sku in SKUS:
             self.check_same_value(redis_positions[sku], model_positions[sku], f"positions of {sku}")

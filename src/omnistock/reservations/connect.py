@@ -11,7 +11,11 @@ from redis.asyncio.cluster import RedisCluster
 
 from omnistock.reservations.redis_ledger import RedisLedger
 from omnistock.reservations.runner import ScriptRunner
-from omnistock.reservations.scripts import ScriptSettings, build_ledger_script
+from omnistock.reservations.scripts import (
+    ScriptSettings,
+    build_dry_read_script,
+    build_ledger_script,
+)
 from omnistock.reservations.transport import (
     FastConnection,
     FastUnixConnection,
@@ -104,6 +108,7 @@ async def open_ledger(
         runner = ScriptRunner(
             client,
             build_ledger_script(script_settings),
+            build_dry_read_script(script_settings),
             cluster=cluster,
             max_batch=max_batch,
             max_in_flight=max_in_flight,

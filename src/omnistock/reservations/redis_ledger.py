@@ -9,6 +9,7 @@ per-partition scripts whose compensation is idempotent (see ``sagas``).
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,13 +22,14 @@ from omnistock.reservations import codec, keys
 from omnistock.reservations.claims import RequestClaim
 from omnistock.reservations.groups import Group
 from omnistock.reservations.movements import MovementsMixin
-from omnistock.reservations.runner import LedgerUnavailable, ScriptRunner
+from omnistock.reservations.runner import LedgerOutOfMemory, LedgerUnavailable, ScriptRunner
 from omnistock.reservations.sagas import (
     adjust_saga,
     finish_multi_part,
     reserve_saga,
     resolve_stuck_pins,
 )
+from omnistock.reservations.scripts import DRY_READS
 from omnistock.reservations.validation import (
     check_adjustments,
     check_lines,
@@ -36,6 +38,7 @@ from omnistock.reservations.validation import (
 )
 
 _encode = msgspec.json.encode
+_DRY_READS = frozenset(DRY_READS)
 
 
 class RedisLedger(MovementsMixin):
@@ -54,6 +57,18 @@ class RedisLedger(MovementsMixin):
         self._clock = clock
         self._pin_grace_ms = pin_grace_ms
         self._attempts = attempts
+        self._dry_reads = False
+        # Reads answered by the dry twin because Valkey was at maxmemory (see _call_once).
+        self.dry_read_fallbacks = 0
+
+    def with_dry_reads(self) -> RedisLedger:
+        """This ledger with every read (positions, availability, reservations, transfers and
+        holds) on the ledger script's read-only twin: what is due reads as released without
+        being released, and nothing is written. The ledger falls back on it by itself when
+        Valkey is at maxmemory; tests compare the two."""
+        twin = copy.copy(self)
+        twin._dry_reads = True
+        return twin
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -88,9 +103,19 @@ class RedisLedger(MovementsMixin):
     async def _call_once(
         self, name: str, keys_: Sequence[str], args: Sequence[Any], fingerprint: str
     ) -> Any:
+        dry = self._dry_reads and name in _DRY_READS
         for attempt in range(self._attempts):
             try:
-                return await self._runner.op(name, keys_, args, fingerprint)
+                try:
+                    return await self._runner.op(name, keys_, args, fingerprint, dry=dry)
+                except LedgerOutOfMemory:
+                    # At maxmemory Valkey refuses the ledger script, reads included (they may
+                    # release what is due); its read-only twin answers the same, writing nothing.
+                    if dry or name not in _DRY_READS:
+                        raise
+                    dry = True
+                    self.dry_read_fallbacks += 1
+                    return await self._runner.op(name, keys_, args, fingerprint, dry=True)
             except LedgerUnavailable:
                 if attempt == self._attempts - 1:
                     raise

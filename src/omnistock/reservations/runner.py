@@ -74,6 +74,7 @@ class _Item:
     args: Sequence[Any]
     future: asyncio.Future
     fingerprint: str = ""
+    dry: bool = False  # on the ledger script's read-only twin
 
 
 class ScriptRunner:
@@ -81,6 +82,7 @@ class ScriptRunner:
         self,
         client: Any,
         ledger_script: Script,
+        dry_read_script: Script,
         *,
         cluster: bool,
         max_batch: int = 32,
@@ -89,9 +91,11 @@ class ScriptRunner:
     ) -> None:
         """``wait_aof_ms`` set means every pipeline ends with WAITAOF 1 0, so a batch is
         acknowledged only once the server has it on disk (strict durability on a server not
-        configured with appendfsync always)."""
+        configured with appendfsync always). ``dry_read_script``: the read-only twin of the
+        ledger script, for operations enqueued with ``dry`` (see scripts.DRY_READS)."""
         self._client = client
         self._ledger = ledger_script
+        self._dry = dry_read_script
         self._cluster = cluster
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
@@ -105,17 +109,24 @@ class ScriptRunner:
         self._drains: set[asyncio.Task] = set()
 
     def op(
-        self, name: str, keys: Sequence[str], args: Sequence[Any], fingerprint: str = ""
+        self,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        fingerprint: str = "",
+        *,
+        dry: bool = False,
     ) -> asyncio.Future:
         """Runs one operation of the ledger script; ``keys`` are its partition tags. With a
         ``fingerprint`` (single server only) the script first claims the operation id for it and
-        the reply is ``[claim, result]`` (see _batch.lua). Await the returned future for the
-        reply (a plain function, not a coroutine: this is on every request's path)."""
-        return self._enqueue(name, None, keys, args, fingerprint)
+        the reply is ``[claim, result]`` (see _batch.lua). ``dry``: a read on the script's
+        read-only twin, batched apart. Await the returned future for the reply (a plain
+        function, not a coroutine: this is on every request's path)."""
+        return self._enqueue(name, None, keys, args, fingerprint, dry)
 
     def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> asyncio.Future:
         """Runs any other script, one EVALSHA, through the same pipelines."""
-        return self._enqueue("", script, keys, args, "")
+        return self._enqueue("", script, keys, args, "", False)
 
     def _enqueue(
         self,
@@ -124,6 +135,7 @@ class ScriptRunner:
         keys: Sequence[str],
         args: Sequence[Any],
         fingerprint: str,
+        dry: bool,
     ) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
@@ -131,7 +143,7 @@ class ScriptRunner:
         queue = self._queues.get(shard)
         if queue is None:
             queue = self._queues[shard] = collections.deque()
-        queue.append(_Item(name, script, keys, args, future, fingerprint))
+        queue.append(_Item(name, script, keys, args, future, fingerprint, dry))
         in_flight = self._in_flight.get(shard, 0)
         if in_flight < self._max_in_flight:
             self._in_flight[shard] = in_flight + 1
@@ -162,16 +174,17 @@ class ScriptRunner:
     # -- one round trip ---------------------------------------------------------------------------
 
     def _commands(self, items: list[_Item]) -> list[tuple[tuple[Any, ...], list[_Item]]]:
-        """One EVALSHA per plain call, and one per shard group of ledger operations."""
+        """One EVALSHA per plain call, and one per shard group of ledger operations (and one per
+        shard group of dry reads)."""
         commands: list[tuple[tuple[Any, ...], list[_Item]]] = []
-        groups: dict[str, list[_Item]] = {}
+        groups: dict[tuple[str, bool], list[_Item]] = {}
         for item in items:
             if item.script is not None:
                 command = ("EVALSHA", item.script.sha, len(item.keys), *item.keys, *item.args)
                 commands.append((command, [item]))
             else:
                 shard = self._cluster_node(item.keys[0]).name if self._cluster else ""
-                groups.setdefault(shard, []).append(item)
+                groups.setdefault((shard, item.dry), []).append(item)
         for group in groups.values():
             # One declared key routes the call (a cluster refuses declared keys of several
             # slots); each operation names its own partitions among the arguments.
@@ -185,7 +198,8 @@ class ScriptRunner:
                     *item.keys,
                     *item.args,
                 )
-            command = ("EVALSHA", self._ledger.sha, 1, group[0].keys[0], *argv)
+            sha = self._dry.sha if group[0].dry else self._ledger.sha
+            command = ("EVALSHA", sha, 1, group[0].keys[0], *argv)
             commands.append((command, group))
         return commands
 
@@ -226,6 +240,8 @@ class ScriptRunner:
             for item in group:
                 if item.script is not None:
                     found[item.script.sha] = item.script
+                elif item.dry:
+                    found[self._dry.sha] = self._dry
         return list(found.values())
 
     def _cluster_node(self, key: str) -> Any:
@@ -307,7 +323,7 @@ class ScriptRunner:
             replies[i] = command.result
 
     async def load(self, scripts: Iterable[Script] | None = None) -> None:
-        for script in scripts if scripts is not None else [self._ledger]:
+        for script in scripts if scripts is not None else [self._ledger, self._dry]:
             await self._client.script_load(script.source)
 
     @staticmethod
