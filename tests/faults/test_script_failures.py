@@ -732,6 +732,8 @@ async def test_at_maxmemory_the_api_refuses_writes_with_503_answers_reads_and_re
             read = await api.get(f"/v1/availability/{a}", headers=auth("oms"))
             assert read.status_code == 200, read.text
             assert read.json()["available"] == 10, read.json()
+            scraped = (await api.get("/metrics", headers=auth("storefront"))).text
+            assert 'omnistock_ledger_outcomes_total{outcome="dry_read"} 1' in scraped
             assert_unchanged(before, keyspace(client))
             free_memory(client, filler)
         again = await api.post("/v1/reservations", json=body, headers=headers)

@@ -125,7 +125,8 @@ class Metrics:
             )
         out += [
             "# HELP omnistock_ledger_outcomes_total Ledger outcomes: reserved, short, replayed, "
-            "committed, released, ordered, expired (by the sweeper), journaled (by the projector).",
+            "committed, released, ordered, expired (by the sweeper), journaled (by the projector), "
+            "dry_read (a read answered without writing, Valkey being at maxmemory).",
             "# TYPE omnistock_ledger_outcomes_total counter",
         ]
         for name, count in sorted(m.outcomes.items()):

@@ -375,6 +375,7 @@ def _flush(services: Services) -> Callable[[], Awaitable[None]]:
     async def flush() -> None:
         metrics = services.metrics
         metrics.outcomes["expired"] = services.runtime.sweeper.expired_total
+        metrics.outcomes["dry_read"] = services.ledger.dry_read_fallbacks
         try:
             # Whoever runs the projector reports it (under `serve`, its main process).
             if services.settings.projector:

@@ -55,7 +55,10 @@ class ServiceController(Controller):
         opt={"role": Role.STOREFRONT},
     )
     async def metrics(self, state: State) -> str:
-        return state.services.metrics.render()
+        services = state.services
+        # This worker's own count is read live; the other workers' come from their snapshots.
+        services.metrics.outcomes["dry_read"] = services.ledger.dry_read_fallbacks
+        return services.metrics.render()
 
 
 async def _lag(projector: Any, timeout_s: float) -> int | None:
