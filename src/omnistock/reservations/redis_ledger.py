@@ -106,12 +106,14 @@ class RedisLedger(MovementsMixin):
         dry = self._dry_reads and name in _DRY_READS
         for attempt in range(self._attempts):
             try:
+                if dry:
+                    return await self._runner.op(name, keys_, args, fingerprint, dry=True)
                 try:
-                    return await self._runner.op(name, keys_, args, fingerprint, dry=dry)
+                    return await self._runner.op(name, keys_, args, fingerprint)
                 except LedgerOutOfMemory:
                     # At maxmemory Valkey refuses the ledger script, reads included (they may
                     # release what is due); its read-only twin answers the same, writing nothing.
-                    if dry or name not in _DRY_READS:
+                    if name not in _DRY_READS:
                         raise
                     dry = True
                     self.dry_read_fallbacks += 1
