@@ -13,6 +13,16 @@ local function dry_text(v)
   return v
 end
 
+-- The table kept under `key` in `tables`, made on first use.
+local function dry_entry(tables, key)
+  local t = tables[key]
+  if not t then
+    t = {}
+    tables[key] = t
+  end
+  return t
+end
+
 local DRY = {}
 
 function DRY.GET(key)
@@ -32,11 +42,7 @@ function DRY.DEL(...)
 end
 
 function DRY.HSET(key, ...)
-  local h = dry_hashes[key]
-  if not h then
-    h = {}
-    dry_hashes[key] = h
-  end
+  local h = dry_entry(dry_hashes, key)
   local a = { ... }
   for i = 1, #a, 2 do h[a[i]] = dry_text(a[i + 1]) end
   return 0
@@ -74,11 +80,7 @@ function DRY.HGETALL(key)
 end
 
 function DRY.ZREM(key, ...)
-  local gone = dry_removed[key]
-  if not gone then
-    gone = {}
-    dry_removed[key] = gone
-  end
+  local gone = dry_entry(dry_removed, key)
   for _, member in ipairs({ ... }) do gone[member] = true end
   return 1
 end
