@@ -144,6 +144,27 @@ def test_serve_with_a_password_redis_refuses_stops_at_once_and_says_why(tmp_path
         server.stop()
 
 
+def test_serve_on_a_redis_that_evicts_when_full_stops_at_once_and_says_why(tmp_path: Path) -> None:
+    """An evicting maxmemory-policy would let a full server drop reservations and operation ids:
+    ``serve`` refuses it before its workers start."""
+    server = EmbeddedValkey(tmp_path / "valkey", extra_config={"maxmemory-policy": "allkeys-lru"})
+    server.start()
+    try:
+        done = subprocess.run(
+            _serve_command(free_port(), 1),
+            env=_serve_env(tmp_path / "data", server.url),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "cannot be used: EvictionError" in done.stderr, done.stderr
+        assert "maxmemory-policy noeviction" in done.stderr, done.stderr
+        assert "Spawning worker" not in done.stdout + done.stderr
+    finally:
+        server.stop()
+
+
 def test_serve_with_a_database_url_it_cannot_use_stops_at_once_and_says_why(
     tmp_path: Path,
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from omnistock.domain.stock import Line
 from omnistock.reservations import keys
-from omnistock.reservations.connect import DurabilityError, open_ledger
+from omnistock.reservations.connect import DurabilityError, EvictionError, open_ledger
 from omnistock.reservations.runner import LedgerUnavailable
 from omnistock.runtime.valkey_cluster import EmbeddedCluster
 from omnistock.runtime.valkey_server import EmbeddedValkey
@@ -39,6 +40,32 @@ async def test_strict_durability_is_refused_by_a_server_without_an_aof(fresh_ser
 
     with pytest.raises(DurabilityError):
         await open_ledger(server.url, durability="strict")
+
+
+@pytest.mark.parametrize("policy", ["allkeys-lru", "volatile-ttl"])
+@pytest.mark.parametrize("durability", ["strict", "fast"])
+async def test_a_server_that_evicts_when_full_is_refused(fresh_server, policy, durability):
+    server = fresh_server(**{"maxmemory-policy": policy})
+
+    with pytest.raises(EvictionError, match=f"maxmemory-policy is {policy}.*noeviction"):
+        await open_ledger(server.url, durability=durability)
+
+
+async def test_a_server_that_hides_its_configuration_is_trusted_with_a_warning(
+    fresh_server, caplog
+):
+    server = fresh_server()
+    server.client().execute_command("ACL", "SETUSER", "ledger", "on", ">pw", "~*", "&*", "+@all")
+    server.client().execute_command("ACL", "SETUSER", "ledger", "-config")
+    url = f"redis://ledger:pw@{server.host}:{server.port}/0"
+
+    with caplog.at_level(logging.WARNING, logger="omnistock.ledger"):
+        conn = await open_ledger(url, durability="fast")
+    try:
+        assert (await conn.ledger.set_stock("s", "n1", "sku", 3)).on_hand == 3
+    finally:
+        await conn.aclose()
+    assert "cannot read the server's maxmemory-policy" in caplog.text
 
 
 async def test_strict_durability_waits_for_the_aof_on_a_server_that_fsyncs_every_second(

@@ -1,12 +1,15 @@
-"""Opens a ledger on a Redis/Valkey server or cluster, with the durability the settings ask."""
+"""Opens a ledger on a Redis/Valkey server or cluster, with the durability the settings ask, on
+a server that never evicts what the ledger keeps."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
 from redis.asyncio.cluster import RedisCluster
 
 from omnistock.reservations.redis_ledger import RedisLedger
@@ -22,11 +25,20 @@ from omnistock.reservations.transport import (
     use_fast_connections,
 )
 
+log = logging.getLogger("omnistock.ledger")
+
 DURABILITY = ("strict", "fast")
 
 
 class DurabilityError(RuntimeError):
     """The server cannot give the durability that was asked for."""
+
+
+class EvictionError(RuntimeError):
+    """The server may evict keys when it is full. Evicting a position, a reservation record or an
+    operation's memory would silently give back reserved stock (an oversell) or let a retried
+    operation apply twice: the ledger needs ``maxmemory-policy noeviction``, under which a full
+    server refuses writes instead (see docs/operations.md)."""
 
 
 @dataclass
@@ -62,6 +74,28 @@ async def _wait_aof_needed(client: Any, durability: str, cluster: bool) -> bool:
     if _value(config, "appendonly") != "yes":
         raise DurabilityError("strict durability needs appendonly yes on the server")
     return _value(config, "appendfsync") != "always"
+
+
+async def _refuse_an_evicting_server(client: Any, cluster: bool) -> None:
+    """Raises EvictionError unless every primary's ``maxmemory-policy`` is ``noeviction``. A
+    server that does not let this client read its configuration (CONFIG renamed away, an ACL
+    without it) is trusted, with a warning."""
+    try:
+        if cluster:
+            found = await client.config_get("maxmemory-policy", target_nodes=RedisCluster.PRIMARIES)
+            configs = list(found.values())
+        else:
+            configs = [await client.config_get("maxmemory-policy")]
+    except redis_errors.ResponseError as exc:
+        log.warning("cannot read the server's maxmemory-policy (%s): it must be noeviction", exc)
+        return
+    for config in configs:
+        policy = _value(config, "maxmemory-policy")
+        if policy is not None and policy != "noeviction":
+            raise EvictionError(
+                f"the server's maxmemory-policy is {policy}: it may evict positions, reservations "
+                "and operation ids when full; the ledger needs maxmemory-policy noeviction"
+            )
 
 
 def _value(config: dict[Any, Any], name: str) -> str | None:
@@ -105,6 +139,7 @@ async def open_ledger(
         if cluster:
             await client.initialize()
         wait_aof = await _wait_aof_needed(client, durability, cluster)
+        await _refuse_an_evicting_server(client, cluster)
         runner = ScriptRunner(
             client,
             build_ledger_script(script_settings),
