@@ -134,6 +134,18 @@ def _script_calls(server: EmbeddedValkey) -> int:
         return int(direct.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
 
 
+@pytest.mark.cluster
+async def test_a_cluster_with_one_evicting_primary_is_refused(valkey_cluster: EmbeddedCluster):
+    last = valkey_cluster.primaries[-1]
+    with last.client() as client:
+        client.config_set("maxmemory-policy", "allkeys-lfu")
+        try:
+            with pytest.raises(EvictionError, match="allkeys-lfu"):
+                await open_ledger(valkey_cluster.url, cluster=True)
+        finally:
+            client.config_set("maxmemory-policy", "noeviction")
+
+
 async def test_a_burst_on_a_cluster_goes_out_as_one_script_call_per_node(
     valkey_cluster: EmbeddedCluster,
 ) -> None:
