@@ -59,18 +59,15 @@ async def _wait_aof_needed(client: Any, durability: str, cluster: bool) -> bool:
     if durability == "fast":
         return False
     if cluster:
-        # One reply per primary, keyed by node.
-        configs = await client.config_get("append*", target_nodes=RedisCluster.PRIMARIES)
-        values = list(configs.values())
         if all(
-            _value(v, "appendonly") == "yes" and _value(v, "appendfsync") == "always"
-            for v in values
+            _value(c, "appendonly") == "yes" and _value(c, "appendfsync") == "always"
+            for c in await _primary_configs(client, cluster, "append*")
         ):
             return False
         raise DurabilityError(
             "strict durability on a cluster needs appendonly yes and appendfsync always"
         )
-    config = await client.config_get("append*")
+    [config] = await _primary_configs(client, cluster, "append*")
     if _value(config, "appendonly") != "yes":
         raise DurabilityError("strict durability needs appendonly yes on the server")
     return _value(config, "appendfsync") != "always"
@@ -81,11 +78,7 @@ async def _refuse_an_evicting_server(client: Any, cluster: bool) -> None:
     server that does not let this client read its configuration (CONFIG renamed away, an ACL
     without it) is trusted, with a warning."""
     try:
-        if cluster:
-            found = await client.config_get("maxmemory-policy", target_nodes=RedisCluster.PRIMARIES)
-            configs = list(found.values())
-        else:
-            configs = [await client.config_get("maxmemory-policy")]
+        configs = await _primary_configs(client, cluster, "maxmemory-policy")
     except redis_errors.ResponseError as exc:
         log.warning("cannot read the server's maxmemory-policy (%s): it must be noeviction", exc)
         return
@@ -96,6 +89,15 @@ async def _refuse_an_evicting_server(client: Any, cluster: bool) -> None:
                 f"the server's maxmemory-policy is {policy}: it may evict positions, reservations "
                 "and operation ids when full; the ledger needs maxmemory-policy noeviction"
             )
+
+
+async def _primary_configs(client: Any, cluster: bool, pattern: str) -> list[dict[Any, Any]]:
+    """CONFIG GET ``pattern`` of the server, or of every primary of a cluster."""
+    if cluster:
+        # One reply per primary, keyed by node.
+        found = await client.config_get(pattern, target_nodes=RedisCluster.PRIMARIES)
+        return list(found.values())
+    return [await client.config_get(pattern)]
 
 
 def _value(config: dict[Any, Any], name: str) -> str | None:

@@ -38,7 +38,6 @@ from omnistock.reservations.validation import (
 )
 
 _encode = msgspec.json.encode
-_DRY_READS = frozenset(DRY_READS)
 
 
 class RedisLedger(MovementsMixin):
@@ -103,21 +102,21 @@ class RedisLedger(MovementsMixin):
     async def _call_once(
         self, name: str, keys_: Sequence[str], args: Sequence[Any], fingerprint: str
     ) -> Any:
-        dry = self._dry_reads and name in _DRY_READS
+        dry = self._dry_reads and name in DRY_READS
         for attempt in range(self._attempts):
             try:
-                if dry:
-                    return await self._runner.op(name, keys_, args, fingerprint, dry=True)
-                try:
-                    return await self._runner.op(name, keys_, args, fingerprint)
-                except LedgerOutOfMemory:
-                    # At maxmemory Valkey refuses the ledger script, reads included (they may
-                    # release what is due); its read-only twin answers the same, writing nothing.
-                    if name not in _DRY_READS:
-                        raise
-                    dry = True
-                    self.dry_read_fallbacks += 1
-                    return await self._runner.op(name, keys_, args, fingerprint, dry=True)
+                if not dry:
+                    try:
+                        return await self._runner.op(name, keys_, args, fingerprint)
+                    except LedgerOutOfMemory:
+                        # At maxmemory Valkey refuses the ledger script, reads included (they may
+                        # release what is due); its read-only twin answers the same, writing
+                        # nothing.
+                        if name not in DRY_READS:
+                            raise
+                        dry = True
+                        self.dry_read_fallbacks += 1
+                return await self._runner.op(name, keys_, args, fingerprint, dry=True)
             except LedgerUnavailable:
                 if attempt == self._attempts - 1:
                     raise

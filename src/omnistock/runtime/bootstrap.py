@@ -198,6 +198,11 @@ class Services:
     def ledger(self) -> RedisLedger:
         return self.runtime.ledger
 
+    def count_ledger_outcomes(self) -> None:
+        """Copies into this worker's metrics the outcomes the ledger's parts count themselves."""
+        self.metrics.outcomes["expired"] = self.runtime.sweeper.expired_total
+        self.metrics.outcomes["dry_read"] = self.ledger.dry_read_fallbacks
+
 
 async def _every(interval_s: float, name: str, action: Callable[[], Awaitable[object]]) -> None:
     while True:
@@ -374,8 +379,7 @@ def _on_stop_signal(callback: Callable[[], None]) -> Callable[[], None]:
 def _flush(services: Services) -> Callable[[], Awaitable[None]]:
     async def flush() -> None:
         metrics = services.metrics
-        metrics.outcomes["expired"] = services.runtime.sweeper.expired_total
-        metrics.outcomes["dry_read"] = services.ledger.dry_read_fallbacks
+        services.count_ledger_outcomes()
         try:
             # Whoever runs the projector reports it (under `serve`, its main process).
             if services.settings.projector:

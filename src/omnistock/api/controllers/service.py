@@ -56,8 +56,8 @@ class ServiceController(Controller):
     )
     async def metrics(self, state: State) -> str:
         services = state.services
-        # This worker's own count is read live; the other workers' come from their snapshots.
-        services.metrics.outcomes["dry_read"] = services.ledger.dry_read_fallbacks
+        # This worker's own counts are read live; the other workers' come from their snapshots.
+        services.count_ledger_outcomes()
         return services.metrics.render()
 
 
