@@ -20,6 +20,7 @@ from omnistock.domain.errors import (
     VersionConflict,
 )
 from omnistock.domain.stock import Line
+from omnistock.reservations import keys
 from tests.integration.ledger_fixtures import (
     LONG_TTL_MS,
     Harness,
@@ -107,6 +108,34 @@ async def test_replayed_reserve_returns_the_same_reservation(harness: Harness):
     )
     assert first.status == "active"
     assert [p.reserved for s in skus for p in await harness.ledger.sku_positions(s)] == [2, 2, 2]
+
+
+@pytest.mark.parametrize("quirk", ['"quoted"', "back\\slash", "a/b", "ünïcødé €"])
+@pytest.mark.parametrize("order_ref", [None, "ORD-7"])
+async def test_a_reservation_under_an_op_id_that_needs_escaping_reads_replays_and_ends(
+    harness: Harness, quirk: str, order_ref: str | None
+):
+    """The operation id is kept in the reservation's record: quotes, backslashes and non-ASCII
+    text in it must not break the record, which must still read, replay and release."""
+    node, first_sku = harness.names.node(), harness.names.sku()
+    skus = [first_sku, harness.names.sku(partition=keys.partition_of(first_sku))]
+    for sku in skus:
+        await harness.stock(node, sku, 10)
+    op = harness.names.op() + quirk
+    lines = [Line(node, skus[0], 3), Line(node, skus[1], 1)]
+    first = await replay_is_inert(
+        harness,
+        skus,
+        lambda: harness.ledger.reserve(op, lines, ttl_ms=LONG_TTL_MS, order_ref=order_ref),
+    )
+    assert (first.status, first.lines, first.order_ref) == ("active", lines, order_ref)
+    assert await harness.ledger.get_reservation(first.reservation_id) == first
+    released = await harness.ledger.release(harness.names.op(), first.reservation_id)
+    assert (released.status, released.lines, released.order_ref) == ("released", lines, order_ref)
+    assert released.expires_at_ms == first.expires_at_ms
+    assert released.created_at_ms == first.created_at_ms
+    assert await harness.ledger.get_reservation(first.reservation_id) == released
+    assert [p.reserved for s in skus for p in await harness.ledger.sku_positions(s)] == [0, 0]
 
 
 async def test_retried_reserve_after_the_stock_changed_returns_the_first_reservation(
