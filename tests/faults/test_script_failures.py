@@ -28,6 +28,7 @@ with a title, answered at once, never a hang or a stack trace.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 import zlib
@@ -50,6 +51,7 @@ from omnistock.reservations.connect import LedgerConnection, open_ledger
 from omnistock.reservations.events import parse_entry
 from omnistock.reservations.redis_ledger import RedisLedger
 from omnistock.reservations.runner import LedgerOutOfMemory, ScriptError
+from omnistock.reservations.sweeper import Sweeper
 from omnistock.runtime.valkey_server import EmbeddedValkey
 from tests.api.conftest import auth, make_node, settings_for
 
@@ -708,6 +710,50 @@ async def test_at_maxmemory_reads_release_what_is_due_without_writing_it(
         assert await everything() == dry
         assert s.ledger.dry_read_fallbacks == 5
     finally:
+        await conn.aclose()
+
+
+async def test_at_maxmemory_the_sweeper_says_so_once_keeps_trying_and_expires_once_freed(
+    full_valkey: EmbeddedValkey, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every sweep is refused while Valkey is full; the sweeper logs that once, not once per
+    sweep, goes on sweeping, and on the first sweep after memory is freed releases what fell
+    due meanwhile and says that sweeps resumed."""
+    conn = await open_ledger(full_valkey.url, clock=clock)
+    sweeper = Sweeper(conn.ledger, interval_s=0.005, failure_log_interval_s=3600)
+    caplog.set_level(logging.WARNING, logger="omnistock.ledger.sweeper")
+
+    def logged(start: str) -> list[str]:
+        messages = [r.getMessage() for r in caplog.records]
+        return [m for m in messages if m.startswith(start)]
+
+    try:
+        s = Scene(conn.ledger)
+        rid = await s.reserve(ttl_ms=TTL_MS)
+        clock.now += TTL_MS
+        with full_valkey.client() as client:
+            filler = fill_to_the_limit(client)
+            sweeper.start()
+            deadline = time.monotonic() + 30
+            while sweeper.failures < 50:
+                assert time.monotonic() < deadline, sweeper.failures
+                await asyncio.sleep(0.01)
+            assert sweeper.expired_total == 0
+            [failed] = logged("sweep failed")
+            assert "1 in a row" in failed and "OOM" in failed, failed
+            assert logged("sweeps resumed") == []
+            free_memory(client, filler)
+        deadline = time.monotonic() + 30
+        while sweeper.expired_total < 1:
+            assert time.monotonic() < deadline, sweeper.failures
+            await asyncio.sleep(0.01)
+        failures = sweeper.failures
+        assert logged("sweeps resumed") == [f"sweeps resumed after {failures} failed in a row"]
+        assert len(logged("sweep failed")) == 1
+        assert (await s.ledger.get_reservation(rid)).status == "expired"
+        assert await s.quantities(s.wh) == [(10, 0, 0, 0), (10, 0, 0, 0)]
+    finally:
+        await sweeper.stop()
         await conn.aclose()
 
 
