@@ -9,18 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 
+from omnistock.outage_log import OutageLog
 from omnistock.reservations.interface import StockLedger
 
 log = logging.getLogger("omnistock.ledger.sweeper")
 
 
 class Sweeper:
-    """Sweeps every ``interval_s``. While sweeps keep failing (Valkey down, or full and refusing
-    writes) it says so once, then once every ``failure_log_interval_s`` with the count so far,
-    and once more when a sweep succeeds again: a log line per sweep would be one a second per
-    worker for as long as the outage lasts."""
+    """Sweeps every ``interval_s``. Sweeps that keep failing (Valkey down, or full and refusing
+    writes) are logged as an outage (see OutageLog), at most once per
+    ``failure_log_interval_s``."""
 
     def __init__(
         self,
@@ -31,12 +30,10 @@ class Sweeper:
     ) -> None:
         self._ledger = ledger
         self._interval_s = interval_s
-        self._failure_log_interval_s = failure_log_interval_s
         self._task: asyncio.Task | None = None
+        self._outage = OutageLog(log, "sweep", interval_s=failure_log_interval_s)
         self.expired_total = 0
         self.failures = 0
-        self._failing = 0  # sweeps failed in a row
-        self._failure_logged_at = 0.0
 
     def start(self) -> None:
         if self._task is None:
@@ -61,17 +58,8 @@ class Sweeper:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis down or full: keep trying, readiness reports it
-                self._failed(exc)
+                self.failures += 1
+                self._outage.failed(exc)
             else:
-                if self._failing:
-                    log.warning("sweeps resumed after %d failed in a row", self._failing)
-                    self._failing = 0
+                self._outage.succeeded()
             await asyncio.sleep(self._interval_s)
-
-    def _failed(self, exc: Exception) -> None:
-        self.failures += 1
-        self._failing += 1
-        now = time.monotonic()
-        if self._failing == 1 or now - self._failure_logged_at >= self._failure_log_interval_s:
-            self._failure_logged_at = now
-            log.warning("sweep failed (%d in a row so far): %s", self._failing, exc)

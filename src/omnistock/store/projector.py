@@ -40,6 +40,7 @@ from redis import exceptions as redis_errors
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from omnistock.outage_log import OutageLog
 from omnistock.reservations import keys
 from omnistock.reservations.events import parse_entry, stream_position, text
 from omnistock.store.database import documents, events
@@ -188,6 +189,7 @@ class Projector:
         }
         self._refresh_s = refresh_s
         self._linger_s = linger_ms / 1000
+        self._outage = OutageLog(log, "projector")
         self._script = client.register_script(READ_SCRIPT)
         self.projected = 0  # events this projector wrote (duplicates excluded)
         self.delivered = 0  # events it was handed
@@ -216,6 +218,7 @@ class Projector:
                     await self.catch_up()
                     ready = True
                 await self.step()
+                self._outage.succeeded()
                 if loop.time() >= claim_at:
                     # What a projector that died left pending (a restarted one is a new
                     # consumer): taken over once it has been idle for CLAIM_IDLE_MS.
@@ -228,7 +231,7 @@ class Projector:
                 raise
             except Exception as exc:
                 _stop_if_cancelled()
-                log.warning("projector: %s", exc)
+                self._outage.failed(exc)
                 ready = False
                 await asyncio.sleep(1.0)
 
