@@ -1,6 +1,7 @@
-"""How a background loop (the sweeper, the projector) reports a dependency that keeps failing:
-once when it starts failing, then at most once per interval with the count, and once when it
-works again. A line per attempt would be one a second per process for the whole outage."""
+"""How a loop that keeps trying (the sweeper, the projector, a worker waiting at start-up, the
+cluster slot map refresh) reports a dependency that keeps failing: once when it starts failing,
+then at most once per interval with the count, and once when it succeeds again. A line per
+attempt would be one a second or more per process for the whole outage."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from collections.abc import Callable
 
 
 class OutageLog:
+    """``what`` names the attempt: "sweep" logs "sweep failed (...)" and "sweep succeeded
+    after ..."."""
+
     def __init__(
         self,
         log: logging.Logger,
@@ -34,5 +38,5 @@ class OutageLog:
 
     def succeeded(self) -> None:
         if self.failing:
-            self._log.warning("%s works again after %d failures in a row", self._what, self.failing)
+            self._log.warning("%s succeeded after %d failures in a row", self._what, self.failing)
             self.failing = 0

@@ -718,7 +718,7 @@ async def test_at_maxmemory_the_sweeper_says_so_once_keeps_trying_and_expires_on
 ) -> None:
     """Every sweep is refused while Valkey is full; the sweeper logs that once, not once per
     sweep, goes on sweeping, and on the first sweep after memory is freed releases what fell
-    due meanwhile and says that sweeping works again."""
+    due meanwhile and says that a sweep succeeded again."""
     conn = await open_ledger(full_valkey.url, clock=clock)
     sweeper = Sweeper(conn.ledger, interval_s=0.005, failure_log_interval_s=3600)
     caplog.set_level(logging.WARNING, logger="omnistock.ledger.sweeper")
@@ -741,16 +741,14 @@ async def test_at_maxmemory_the_sweeper_says_so_once_keeps_trying_and_expires_on
             assert sweeper.expired_total == 0
             [failed] = logged("sweep failed")
             assert "1 in a row" in failed and "OOM" in failed, failed
-            assert logged("sweep works again") == []
+            assert logged("sweep succeeded") == []
             free_memory(client, filler)
         deadline = time.monotonic() + 30
         while sweeper.expired_total < 1:
             assert time.monotonic() < deadline, sweeper.failures
             await asyncio.sleep(0.01)
         failures = sweeper.failures
-        assert logged("sweep works again") == [
-            f"sweep works again after {failures} failures in a row"
-        ]
+        assert logged("sweep succeeded") == [f"sweep succeeded after {failures} failures in a row"]
         assert len(logged("sweep failed")) == 1
         assert (await s.ledger.get_reservation(rid)).status == "expired"
         assert await s.quantities(s.wh) == [(10, 0, 0, 0), (10, 0, 0, 0)]

@@ -31,7 +31,7 @@ class _Tried(logging.Handler):
         self.event = asyncio.Event()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if "unreachable at start-up" in record.getMessage():
+        if "at start-up failed" in record.getMessage():
             self.loop.call_soon_threadsafe(self.event.set)
 
 

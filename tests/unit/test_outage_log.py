@@ -1,5 +1,5 @@
-"""A dependency that keeps failing is logged once, then once per interval, then once when it works
-again: not once per attempt."""
+"""A dependency that keeps failing is logged once, then once per interval, then once when it
+succeeds again: not once per attempt."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def test_an_outage_is_logged_when_it_starts_every_interval_and_when_it_ends(
         "sweep failed (61 in a row so far): refused",
         "sweep failed (121 in a row so far): refused",
         "sweep failed (181 in a row so far): refused",
-        "sweep works again after 201 failures in a row",
+        "sweep succeeded after 201 failures in a row",
         "sweep failed (1 in a row so far): refused again",
     ]
     assert outage.failing == 1

@@ -24,6 +24,7 @@ from typing import Any
 from redis import exceptions as redis_errors
 from redis.asyncio.cluster import PipelineCommand
 
+from omnistock.outage_log import OutageLog
 from omnistock.reservations import keys
 from omnistock.reservations.scripts import Script
 
@@ -103,6 +104,7 @@ class ScriptRunner:
         # A single server keeps one event stream and one deadline set; a cluster one per
         # partition, so that every script stays in its slot.
         self._one_server = "" if cluster else keys.tag(0)
+        self._slot_map_outage = OutageLog(log, "refreshing the cluster slot map")
         self._queues: dict[str, collections.deque[_Item]] = {}
         self._in_flight: dict[str, int] = {}
         self._slots: dict[str, int] = {}
@@ -306,7 +308,9 @@ class ScriptRunner:
         try:
             await self._client.nodes_manager.initialize()
         except Exception as exc:
-            log.warning("could not refresh the cluster slot map: %s", exc)
+            self._slot_map_outage.failed(exc)
+        else:
+            self._slot_map_outage.succeeded()
 
     @staticmethod
     async def _node_pipeline(

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from omnistock.api.auth import ApiKeys, resolve_keys
 from omnistock.api.live import EventFollower, LiveAvailability, availability_renderer
 from omnistock.api.metrics import Metrics
+from omnistock.outage_log import OutageLog
 from omnistock.reservations.connect import LedgerConnection, open_ledger
 from omnistock.reservations.redis_ledger import RedisLedger
 from omnistock.reservations.runner import UNAVAILABLE_ERRORS
@@ -102,6 +103,7 @@ async def when_reachable(
     loop = asyncio.get_running_loop()
     deadline = None if startup is not None else loop.time() + timeout_s
     pause = 0.1
+    outage = OutageLog(log, f"reaching {what} at start-up")
     while True:
         try:
             opened = await open_()
@@ -110,12 +112,13 @@ async def when_reachable(
                 raise
             if deadline is not None and loop.time() + pause > deadline:
                 raise
-            log.warning("%s unreachable at start-up (%s); trying again", what, exc)
+            outage.failed(exc)
             if startup is not None:
                 startup.unreachable(what, exc)
             await asyncio.sleep(pause)
             pause = min(1.0, pause * 2)
         else:
+            outage.succeeded()
             if startup is not None:
                 startup.reached(what)
             return opened

@@ -189,7 +189,7 @@ class Projector:
         }
         self._refresh_s = refresh_s
         self._linger_s = linger_ms / 1000
-        self._outage = OutageLog(log, "projector")
+        self._outage = OutageLog(log, "projecting")
         self._script = client.register_script(READ_SCRIPT)
         self.projected = 0  # events this projector wrote (duplicates excluded)
         self.delivered = 0  # events it was handed
