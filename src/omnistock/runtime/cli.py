@@ -7,6 +7,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import resource
 import shutil
 import signal
 import sys
@@ -17,6 +18,10 @@ import msgspec
 from omnistock.runtime.settings import Settings, SettingsError
 
 log = logging.getLogger("omnistock")
+
+# Descriptors a worker keeps for itself (Redis and database connections, logs, its own files)
+# beyond its HTTP connections.
+FILES_KEPT_FREE = 256
 
 
 DESCRIPTION = """\
@@ -214,6 +219,12 @@ def serve(settings: Settings, host: str, port: int, workers: int, *, demo: bool 
             # requests. One that dies again within a few seconds of its replacement (a worker
             # that cannot start) still stops the service: granian sees a crash loop.
             respawn_failed_workers=True,
+            # Granian holds a permit per open connection, idle keep-alive ones included, and its
+            # default (1,024 per worker) let a few clients' connection pools, or 1,024 sockets
+            # that never send a byte, stop a worker from taking any other connection.
+            backpressure=connection_limit(
+                settings.max_connections, resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            ),
         ).serve()
     finally:
         if projector is not None:
@@ -225,6 +236,22 @@ def serve(settings: Settings, host: str, port: int, workers: int, *, demo: bool 
         return 1
     print("omnistock stopped", flush=True)
     return 0
+
+
+def connection_limit(wanted: int, open_files: int) -> int:
+    """``wanted`` connections per worker, or fewer if ``open_files``, the hard limit on open
+    files (granian raises each worker's soft limit to it), leaves less room: past it accepting
+    fails."""
+    if open_files == resource.RLIM_INFINITY or wanted <= open_files - FILES_KEPT_FREE:
+        return wanted
+    allowed = max(16, open_files - FILES_KEPT_FREE)
+    log.warning(
+        "OMNISTOCK_MAX_CONNECTIONS=%d is more than the open-file limit (%d) allows: %d per worker",
+        wanted,
+        open_files,
+        allowed,
+    )
+    return allowed
 
 
 def _stopped(reason: str) -> int:

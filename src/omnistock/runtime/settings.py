@@ -28,6 +28,8 @@ class Settings(msgspec.Struct, frozen=True):
     db_timeout_s: float = 2.0
     projector: bool = True
     valkey_allocator: str = DEFAULT_ALLOCATOR
+    # Open connections one worker holds (granian's backpressure), idle keep-alive ones included.
+    max_connections: int = 10_000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -53,6 +55,7 @@ class Settings(msgspec.Struct, frozen=True):
             db_timeout_s=_int(env, "OMNISTOCK_DB_TIMEOUT_MS", 2000, low=50) / 1000,
             projector=_flag(env, "OMNISTOCK_PROJECTOR", default=True),
             valkey_allocator=allocator,
+            max_connections=_int(env, "OMNISTOCK_MAX_CONNECTIONS", 10_000, low=16),
         )
 
 
