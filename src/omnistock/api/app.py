@@ -125,6 +125,7 @@ def create_asgi(
         deadline_s=settings.request_timeout_s,
         long_paths={"/v1/routing/batch": BATCH_DEADLINE_S},
         streaming_paths=frozenset({STREAM_PATH}),
+        max_in_flight=settings.max_requests_in_flight,
     )
 
 

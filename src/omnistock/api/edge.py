@@ -1,10 +1,17 @@
-"""The outermost ASGI layer: request deadline, content type, and per-route metrics.
+"""The outermost ASGI layer: request deadline, load shedding, content type, and per-route
+metrics.
 
 It wraps the whole Litestar app, so it sees every response (routing misses and auth failures
 included) and can answer 503 itself when a request runs past its deadline: with a dependency
 hung, the client gets a problem+json 503 within the request timeout, never a hang. A request cut
 off this way may still have been applied by the ledger; retrying it with the same
 Idempotency-Key is safe.
+
+Past ``max_in_flight`` requests in this worker, a new one is refused at once with 503
+(``overloaded``, ``Retry-After: 1``) instead of joining the queue: under a load it cannot keep
+up with, the worker keeps answering what it took within the deadline rather than letting every
+request slow down until all miss it. Streams, which stay open by design, and the service
+endpoints (``/healthz``, ``/readyz``, ``/metrics``) are not counted nor refused.
 """
 
 from __future__ import annotations
@@ -26,10 +33,13 @@ _SLUGS = {
     415: "unsupported-media-type",
     503: "dependency-unavailable",
 }
+_NOT_SHED = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-def _problem_bytes(status: int, title: str, detail: str, field: str | None = None) -> bytes:
-    slug = _SLUGS[status]
+def _problem_bytes(
+    status: int, title: str, detail: str, field: str | None = None, *, slug: str | None = None
+) -> bytes:
+    slug = slug or _SLUGS[status]
     return msgspec.json.encode(
         Problem(f"urn:omnistock:problem:{slug}", title, status, detail, field)
     )
@@ -44,6 +54,7 @@ class Edge:
         deadline_s: float,
         long_paths: dict[str, float] | None = None,
         streaming_paths: frozenset[str] = frozenset(),
+        max_in_flight: int | None = None,
     ) -> None:
         """``long_paths``: routes that compute for long by design (batch planning) and their
         own deadlines. ``streaming_paths``: routes whose answer is an open-ended stream (live
@@ -55,16 +66,35 @@ class Edge:
         self.deadline_s = deadline_s
         self.long_paths = long_paths or {}
         self.streaming_paths = streaming_paths
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        # Litestar routes a path with a trailing slash to the same handler.
+        path = scope["path"].rstrip("/")
+        streaming = path in self.streaming_paths
+        if self.max_in_flight is None or streaming or path in _NOT_SHED:
+            await self._serve(scope, receive, send, start, streaming)
+            return
+        if self.in_flight >= self.max_in_flight:
+            await _answer(send, 503, _OVERLOADED, retry_after=True)
+            self.metrics.observe("overloaded", scope["method"], 503, time.perf_counter() - start)
+            return
+        self.in_flight += 1
+        try:
+            await self._serve(scope, receive, send, start, streaming)
+        finally:
+            self.in_flight -= 1
+
+    async def _serve(
+        self, scope: dict, receive: Any, send: Any, start: float, streaming: bool
+    ) -> None:
         status = 0  # once the response has started
         body_read = True  # False while a body is on its way
-        # Litestar routes a path with a trailing slash to the same handler.
-        streaming = scope["path"].rstrip("/") in self.streaming_paths
         deadline: asyncio.Timeout | None = None
         observed = False
 
@@ -139,6 +169,14 @@ class Edge:
     def _observe(self, scope: dict, status: int, start: float) -> None:
         route = scope.get("path_template") or "unmatched"
         self.metrics.observe(route, scope["method"], status, time.perf_counter() - start)
+
+
+_OVERLOADED = _problem_bytes(
+    503,
+    "Overloaded",
+    "this worker has as many requests in progress as it takes (OMNISTOCK_MAX_REQUESTS_IN_FLIGHT)",
+    slug="overloaded",
+)
 
 
 def _body_of(headers: list[tuple[bytes, bytes]]) -> tuple[bool, bool]:

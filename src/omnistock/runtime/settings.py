@@ -30,6 +30,8 @@ class Settings(msgspec.Struct, frozen=True):
     valkey_allocator: str = DEFAULT_ALLOCATOR
     # Open connections one worker holds (granian's backpressure), idle keep-alive ones included.
     max_connections: int = 10_000
+    # Requests one worker works on at once; past it a request is refused at once with 503.
+    max_requests_in_flight: int = 1024
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -56,6 +58,7 @@ class Settings(msgspec.Struct, frozen=True):
             projector=_flag(env, "OMNISTOCK_PROJECTOR", default=True),
             valkey_allocator=allocator,
             max_connections=_int(env, "OMNISTOCK_MAX_CONNECTIONS", 10_000, low=16),
+            max_requests_in_flight=_int(env, "OMNISTOCK_MAX_REQUESTS_IN_FLIGHT", 1024, low=1),
         )
 
 
