@@ -19,6 +19,7 @@ def test_an_empty_environment_gives_the_embedded_defaults() -> None:
     assert settings.durability == "strict"
     assert settings.valkey_allocator == "mimalloc"
     assert settings.max_connections == 10_000
+    assert settings.max_requests_in_flight == 1024
 
 
 def test_the_embedded_valkey_can_keep_glibc_malloc() -> None:
@@ -34,6 +35,7 @@ def test_the_embedded_valkey_can_keep_glibc_malloc() -> None:
         ("OMNISTOCK_SWEEP_INTERVAL_MS", "soon"),
         ("OMNISTOCK_REDIS_TIMEOUT_MS", "10"),
         ("OMNISTOCK_MAX_CONNECTIONS", "8"),
+        ("OMNISTOCK_MAX_REQUESTS_IN_FLIGHT", "0"),
     ],
 )
 def test_a_value_it_cannot_use_is_refused_naming_the_variable(name: str, value: str) -> None:
