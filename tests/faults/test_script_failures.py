@@ -54,6 +54,7 @@ from omnistock.reservations.runner import LedgerOutOfMemory, ScriptError
 from omnistock.reservations.sweeper import Sweeper
 from omnistock.runtime.valkey_server import EmbeddedValkey
 from tests.api.conftest import auth, make_node, settings_for
+from tests.integration.journal_support import wait_until
 
 TTL_MS = 600_000
 WINDOW_MS = 3_600_000
@@ -734,19 +735,21 @@ async def test_at_maxmemory_the_sweeper_says_so_once_keeps_trying_and_expires_on
         with full_valkey.client() as client:
             filler = fill_to_the_limit(client)
             sweeper.start()
-            deadline = time.monotonic() + 30
-            while sweeper.failures < 50:
-                assert time.monotonic() < deadline, sweeper.failures
-                await asyncio.sleep(0.01)
+
+            async def refused_often() -> bool:
+                return sweeper.failures >= 50
+
+            await wait_until(refused_often, timeout_s=30, what="50 refused sweeps")
             assert sweeper.expired_total == 0
             [failed] = logged("sweep failed")
             assert "1 in a row" in failed and "OOM" in failed, failed
             assert logged("sweep succeeded") == []
             free_memory(client, filler)
-        deadline = time.monotonic() + 30
-        while sweeper.expired_total < 1:
-            assert time.monotonic() < deadline, sweeper.failures
-            await asyncio.sleep(0.01)
+
+        async def expired() -> bool:
+            return sweeper.expired_total >= 1
+
+        await wait_until(expired, timeout_s=30, what="a sweep after memory was freed")
         failures = sweeper.failures
         assert logged("sweep succeeded") == [f"sweep succeeded after {failures} failures in a row"]
         assert len(logged("sweep failed")) == 1

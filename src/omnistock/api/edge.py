@@ -77,22 +77,15 @@ class Edge:
         # Litestar routes a path with a trailing slash to the same handler.
         path = scope["path"].rstrip("/")
         streaming = path in self.streaming_paths
-        if self.max_in_flight is None or streaming or path in _NOT_SHED:
-            await self._serve(scope, receive, send, start, streaming)
-            return
-        if self.in_flight >= self.max_in_flight:
-            await _answer(send, 503, _OVERLOADED, retry_after=True)
-            self.metrics.observe("overloaded", scope["method"], 503, time.perf_counter() - start)
-            return
-        self.in_flight += 1
-        try:
-            await self._serve(scope, receive, send, start, streaming)
-        finally:
-            self.in_flight -= 1
-
-    async def _serve(
-        self, scope: dict, receive: Any, send: Any, start: float, streaming: bool
-    ) -> None:
+        counted = self.max_in_flight is not None and not streaming and path not in _NOT_SHED
+        if counted:
+            if self.in_flight >= self.max_in_flight:
+                await _answer(send, 503, _OVERLOADED, retry_after=True)
+                self.metrics.observe(
+                    "overloaded", scope["method"], 503, time.perf_counter() - start
+                )
+                return
+            self.in_flight += 1
         status = 0  # once the response has started
         body_read = True  # False while a body is on its way
         deadline: asyncio.Timeout | None = None
@@ -163,6 +156,8 @@ class Edge:
                 retry_after=True,
             )
         finally:
+            if counted:
+                self.in_flight -= 1
             if not observed:
                 self._observe(scope, status or 500, start)
 
