@@ -16,13 +16,14 @@ in every arm, so every arm touches the same partitions and, on the cluster, the 
   due, the operation id's memory, the position, a record, a deadline, an event) and none of the
   ledger's content, one EVALSHA per operation through the same ``ScriptRunner`` as ``ceiling``,
   on keys of their own; it shows how near the ceiling the required work alone can come;
-* ``naive``: a ``RedisLedger`` on ``benchmarks.naive.NaiveRunner``: the same ledger script with
-  the same keys and arguments, one plain redis-py asyncio ``EVALSHA`` per operation (a batch of
+* ``naive``: a ``RedisLedger`` on ``benchmarks.naive.NaiveRunner``: the same ledger function with
+  the same keys and arguments, one plain redis-py asyncio ``FCALL`` per operation (a batch of
   one), no coalescing.
 
 Each arm is warmed up, then measured for a fixed time; arms are interleaved in rounds (the order
 rotates every round) and the median over rounds is reported, because the machine is shared.
-Server cost comes from ``INFO commandstats`` (``cmdstat_evalsha``: script execution time) and
+Server cost comes from ``INFO commandstats`` (``cmdstat_evalsha`` and ``cmdstat_fcall``: script
+and function execution time) and
 ``INFO cpu`` (the server process's whole CPU, network and fsync included) deltas over
 each measured window, summed over primaries on the cluster, and is given per operation. A
 separate phase on the omnistock ledger (same tasks, min(1 s, --seconds), fresh SKUs) does only
@@ -93,7 +94,7 @@ FIGURES = (
     "p50_ms",
     "p99_ms",
     "client_cpu_usec_per_op",
-    "evalsha_usec_per_op",
+    "script_usec_per_op",
     "server_cpu_usec_per_op",
 )
 
@@ -218,22 +219,23 @@ class ServerStats:
         """Per operation, not per script call: batching puts many operations in one call."""
         ops = max(ops, 1)
         return {
-            "evalsha_usec_per_op": self.usec / ops,
+            "script_usec_per_op": self.usec / ops,
             "server_cpu_usec_per_op": self.cpu_s * 1e6 / ops,
-            "evalsha_calls": self.calls,
+            "script_calls": self.calls,
         }
 
 
 async def server_stats(admins: Sequence[aioredis.Redis]) -> ServerStats:
-    """EVALSHA calls and usec from INFO commandstats, process CPU from INFO cpu, over primaries."""
+    """Script and function calls (EVALSHA, FCALL) and their usec from INFO commandstats,
+    process CPU from INFO cpu, summed over primaries."""
     total = ServerStats()
     for admin in admins:
         info = await admin.info("commandstats", "cpu")
-        evalsha = info.get("cmdstat_evalsha", {})
+        calls = [info.get(f"cmdstat_{c}", {}) for c in ("evalsha", "fcall")]
         cpu = float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
         total = ServerStats(
-            total.calls + int(evalsha.get("calls", 0)),
-            total.usec + int(evalsha.get("usec", 0)),
+            total.calls + sum(int(c.get("calls", 0)) for c in calls),
+            total.usec + sum(int(c.get("usec", 0)) for c in calls),
             total.cpu_s + cpu,
         )
     return total
@@ -370,9 +372,9 @@ async def reserve_only(
         "reserved_left": await reserved_left(ledger, skus, STOCK),
         "reserves": count,
         "unavailable_retries": state.unavailable,
-        "reserve_evalsha_usec_per_op": reserves.figures(count)["evalsha_usec_per_op"],
+        "reserve_script_usec_per_op": reserves.figures(count)["script_usec_per_op"],
         "reserve_server_cpu_usec_per_op": reserves.figures(count)["server_cpu_usec_per_op"],
-        "release_evalsha_usec_per_op": releases.figures(count)["evalsha_usec_per_op"],
+        "release_script_usec_per_op": releases.figures(count)["script_usec_per_op"],
         "release_server_cpu_usec_per_op": releases.figures(count)["server_cpu_usec_per_op"],
     }
 
@@ -539,7 +541,7 @@ def markdown(report: dict[str, Any]) -> str:
             out.append(
                 f"| {t['target']} | {arm} | {a['ops_per_s']:.0f} | {a['p50_ms']:.2f} | "
                 f"{a['p99_ms']:.2f} | {a['client_cpu_usec_per_op']:.1f} | "
-                f"{a['evalsha_usec_per_op']:.1f} | "
+                f"{a['script_usec_per_op']:.1f} | "
                 f"{a['server_cpu_usec_per_op']:.1f} |"
             )
     out.append("")
@@ -553,9 +555,9 @@ def markdown(report: dict[str, Any]) -> str:
             f"{'PASS' if g['vs_ceiling']['pass'] else 'MISS'}), omnistock/ceiling_batched "
             f"{r['omnistock_vs_ceiling_batched']:.2f}; bare/ceiling {r['bare_vs_ceiling']:.2f} "
             "(the required effects alone, one script call per operation). "
-            f"Reserve alone: {f['reserve_evalsha_usec_per_op']:.1f} µs EVALSHA, "
+            f"Reserve alone: {f['reserve_script_usec_per_op']:.1f} µs script, "
             f"{f['reserve_server_cpu_usec_per_op']:.1f} µs server CPU per reserve; release "
-            f"alone: {f['release_evalsha_usec_per_op']:.1f} µs EVALSHA, "
+            f"alone: {f['release_script_usec_per_op']:.1f} µs script, "
             f"{f['release_server_cpu_usec_per_op']:.1f} µs server CPU "
             f"({f['reserves']} reserves). Units left reserved after every arm and phase: "
             f"{_left(t)}. AOF rewrites during the run: {t['aof_rewrites']}; calls repeated after "
@@ -564,8 +566,9 @@ def markdown(report: dict[str, Any]) -> str:
         ]
     out += [
         "Client CPU µs/op: CPU time of this benchmark process per operation (one process, one "
-        "event loop). Script µs/op: `cmdstat_evalsha` usec delta per operation (script "
-        "execution only; omnistock runs many operations per script call). Server CPU µs/op: "
+        "event loop). Script µs/op: `cmdstat_evalsha` plus `cmdstat_fcall` usec delta per "
+        "operation (script and function execution only; omnistock runs many operations per "
+        "function call). Server CPU µs/op: "
         "`used_cpu_user+used_cpu_sys` delta of the server process(es) per operation (network "
         "I/O and AOF writes included; time blocked in fsync is not CPU). On the cluster both "
         "are summed over primaries.",

@@ -1,10 +1,10 @@
-"""The naive peer: the ledger's own scripts, one plain redis-py asyncio EVALSHA per call.
+"""The naive peer: the ledger's own library, one plain redis-py asyncio FCALL per operation.
 
 ``NaiveRunner`` has the interface of ``omnistock.reservations.runner.ScriptRunner`` (``op``,
-``call``, ``load``) so a ``RedisLedger`` built on it runs exactly the same script with exactly the
-same keys and arguments; the only difference is the client path: every operation is its own
-EVALSHA (a batch of one), no coalescing, no pipelines, each waiting for its own round trip on a
-connection of its own from the pool.
+``call``, ``load``) so a ``RedisLedger`` built on it runs exactly the same function with exactly
+the same keys and arguments; the only difference is the client path: every operation is its own
+FCALL (a batch of one), no coalescing, no pipelines, each waiting for its own round trip on a
+connection of its own from the pool. Other scripts (``call``) are one EVALSHA each.
 """
 
 from __future__ import annotations
@@ -17,12 +17,18 @@ from redis import exceptions as redis_errors
 from redis.asyncio.cluster import RedisCluster
 
 from omnistock.reservations import keys
-from omnistock.reservations.runner import UNAVAILABLE_ERRORS, LedgerUnavailable, ScriptError
-from omnistock.reservations.scripts import Script
+from omnistock.reservations.runner import (
+    UNAVAILABLE_ERRORS,
+    LedgerUnavailable,
+    ScriptError,
+    is_missing,
+    load,
+)
+from omnistock.reservations.scripts import Library, Script
 
 
 class NaiveRunner:
-    def __init__(self, client: Any, ledger_script: Script, *, cluster: bool) -> None:
+    def __init__(self, client: Any, ledger_script: Library, *, cluster: bool) -> None:
         self._client = client
         self._ledger = ledger_script
         self._one_server = "" if cluster else keys.tag(0)
@@ -31,26 +37,32 @@ class NaiveRunner:
         self, name: str, tags: Sequence[str], args: Sequence[Any], fingerprint: str = ""
     ) -> Any:
         batch_of_one = [self._one_server, 1, name, len(tags), len(args), fingerprint, *tags, *args]
-        reply = await self.call(self._ledger, tags, batch_of_one)
+        command = ("FCALL", self._ledger.name, 1, tags[0], *batch_of_one)
+        reply = await self._send(self._ledger, command)
         if isinstance(reply[0], Exception):
             raise ScriptError(f"{name}: {reply[0]}")
         return reply[0]
 
     async def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await self._send(script, ("EVALSHA", script.sha, len(keys), *keys, *args))
+
+    async def _send(self, script: Script | Library, command: tuple[Any, ...]) -> Any:
         try:
             try:
-                return await self._client.evalsha(script.sha, len(keys), *keys, *args)
-            except redis_errors.NoScriptError:
-                await self._client.script_load(script.source)
-                return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+                return await self._client.execute_command(*command)
+            except redis_errors.ResponseError as exc:
+                if not is_missing(exc):
+                    raise
+                await load(self._client, script)
+                return await self._client.execute_command(*command)
         except UNAVAILABLE_ERRORS as exc:
             raise LedgerUnavailable(f"{type(exc).__name__}: {exc}") from exc
         except redis_errors.RedisError as exc:
             raise ScriptError(f"{script.name}: {exc}") from exc
 
-    async def load(self, scripts: Iterable[Script] | None = None) -> None:
+    async def load(self, scripts: Iterable[Script | Library] | None = None) -> None:
         for script in scripts if scripts is not None else [self._ledger]:
-            await self._client.script_load(script.source)
+            await load(self._client, script)
 
 
 def naive_client(url: str, *, cluster: bool, max_connections: int, timeout_s: float = 2.0) -> Any:

@@ -11,7 +11,7 @@ command of every report the table was built from; and PNG plots (``benchmarks.pl
 
 The headline figures, and the peer each is measured against:
 
-* ledger: ops/s of omnistock against the naive peer (the same script, one EVALSHA per
+* ledger: ops/s of omnistock against the naive peer (the same function, one FCALL per
   operation) and against the ceiling (a trivial one-key script through the same client), per
   target (single server, 3-shard cluster);
 * http: closed-loop req/s of reserve-release against its no-op POST, of availability against
@@ -125,7 +125,7 @@ def ledger_rows(r: Mapping[str, Any]) -> list[dict[str, Any]]:
         rows += [
             row(
                 "ledger",
-                f"{t['target']}: ops/s vs naive peer (one EVALSHA per op)",
+                f"{t['target']}: ops/s vs naive peer (one FCALL per op)",
                 "ops/s",
                 ours,
                 arms["naive"]["ops_per_s"],

@@ -171,7 +171,7 @@ def test_headline_rows_take_each_figure_against_its_peer_with_its_target() -> No
         (r["benchmark"] for r in rows), key=list(REPORTS).index
     )
     by = _by_figure(rows)
-    naive = by["ledger: single: ops/s vs naive peer (one EVALSHA per op)"]
+    naive = by["ledger: single: ops/s vs naive peer (one FCALL per op)"]
     assert (naive["omnistock"], naive["peer"], naive["ratio"]) == (20000, 8000, 2.5)
     assert (naive["target"], naive["met"]) == (">= 2x", True)
     assert by["ledger: single: ops/s vs ceiling (trivial script, same client)"]["met"] is False

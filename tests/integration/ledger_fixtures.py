@@ -143,13 +143,13 @@ class Harness:
                         out.append(_as_fields(e))
         return out
 
-    def evalsha_calls(self) -> int:
-        """EVALSHA calls served so far, summed over every primary."""
+    def ledger_calls(self) -> int:
+        """Calls of the ledger's function served so far, summed over every primary."""
         total = 0
         for server in self.servers:
             with server.client() as direct:
                 stats = direct.info("commandstats")
-            total += int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+            total += int(stats.get("cmdstat_fcall", {}).get("calls", 0))
         return total
 
 

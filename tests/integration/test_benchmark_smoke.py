@@ -13,7 +13,7 @@ ARM_FIGURES = (
     "p50_ms",
     "p99_ms",
     "client_cpu_usec_per_op",
-    "evalsha_usec_per_op",
+    "script_usec_per_op",
     "server_cpu_usec_per_op",
 )
 
@@ -37,7 +37,7 @@ def test_quick_benchmark_reports_every_arm_and_leaves_no_stock_reserved(tmp_path
         assert arm["p99_ms"] >= arm["p50_ms"]
         [only_round] = arm["rounds"]
         assert only_round["ops"] > 0
-        assert only_round["evalsha_calls"] > 0
+        assert only_round["script_calls"] > 0
         assert only_round["reserved_left"] == 0
     assert single["ratios"]["omnistock_vs_naive"] > 0
     assert single["ratios"]["omnistock_vs_ceiling"] > 0
@@ -45,6 +45,6 @@ def test_quick_benchmark_reports_every_arm_and_leaves_no_stock_reserved(tmp_path
     assert single["ratios"]["bare_vs_ceiling"] > 0
     fresh = single["reserve_only"]
     assert fresh["reserves"] > 0
-    assert fresh["reserve_evalsha_usec_per_op"] > 0
-    assert fresh["release_evalsha_usec_per_op"] > 0
+    assert fresh["reserve_script_usec_per_op"] > 0
+    assert fresh["release_script_usec_per_op"] > 0
     assert "| single | omnistock |" in (tmp_path / "ledger.md").read_text()

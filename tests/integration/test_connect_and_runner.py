@@ -94,19 +94,37 @@ async def test_fast_durability_does_not_wait_for_the_aof(fresh_server):
         await conn.aclose()
 
 
-async def test_scripts_flushed_from_the_server_are_loaded_again(fresh_server):
+async def test_functions_flushed_from_the_server_are_loaded_again(fresh_server):
     server = fresh_server()
     conn = await open_ledger(server.url)
     try:
         await conn.ledger.set_stock("before", "n1", "sku", 3)
-        await conn.client.script_flush()
+        await conn.client.function_flush()
 
         after = await conn.ledger.set_stock("after", "n1", "sku", 5)
-        await conn.client.script_flush()
+        await conn.client.function_flush()
         read = await conn.ledger.with_dry_reads().position("n1", "sku")  # the read-only twin
 
         assert after.on_hand == 5
         assert read.on_hand == 5
+    finally:
+        await conn.aclose()
+
+
+async def test_a_restarted_server_keeps_the_ledger_functions(fresh_server):
+    """Functions live in the AOF: a server back from a restart runs the ledger without a load."""
+    server = fresh_server()
+    conn = await open_ledger(server.url)
+    try:
+        await conn.ledger.set_stock("before", "n1", "sku", 3)
+        server.stop()
+        server.start()
+        with server.client() as direct:
+            listed = [dict(zip(lib[::2], lib[1::2], strict=True)) for lib in direct.function_list()]
+        names = {lib[b"library_name"].decode() for lib in listed}
+
+        assert conn.runner.libraries() <= names
+        assert (await conn.ledger.position("n1", "sku")).on_hand == 3
     finally:
         await conn.aclose()
 
@@ -131,7 +149,7 @@ async def test_a_server_that_is_down_is_reported_quickly_and_the_ledger_recovers
 
 def _script_calls(server: EmbeddedValkey) -> int:
     with server.client() as direct:
-        return int(direct.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+        return int(direct.info("commandstats").get("cmdstat_fcall", {}).get("calls", 0))
 
 
 @pytest.mark.cluster

@@ -26,7 +26,7 @@ from redis.asyncio.cluster import PipelineCommand
 
 from omnistock.outage_log import OutageLog
 from omnistock.reservations import keys
-from omnistock.reservations.scripts import Script
+from omnistock.reservations.scripts import Library, Script
 
 log = logging.getLogger("omnistock.ledger.runner")
 
@@ -78,12 +78,21 @@ class _Item:
     dry: bool = False  # on the ledger script's read-only twin
 
 
+def is_missing(reply: Any) -> bool:
+    """A reply saying the server does not have the script or function (flushed, or a server
+    that was replaced): it is loaded and the command sent again."""
+    return isinstance(reply, redis_errors.NoScriptError) or (
+        isinstance(reply, redis_errors.ResponseError)
+        and str(reply).startswith("Function not found")
+    )
+
+
 class ScriptRunner:
     def __init__(
         self,
         client: Any,
-        ledger_script: Script,
-        dry_read_script: Script,
+        ledger_script: Library,
+        dry_read_script: Library,
         *,
         cluster: bool,
         max_batch: int = 32,
@@ -92,8 +101,9 @@ class ScriptRunner:
     ) -> None:
         """``wait_aof_ms`` set means every pipeline ends with WAITAOF 1 0, so a batch is
         acknowledged only once the server has it on disk (strict durability on a server not
-        configured with appendfsync always). ``dry_read_script``: the read-only twin of the
-        ledger script, for operations enqueued with ``dry`` (see scripts.DRY_READS)."""
+        configured with appendfsync always). ``ledger_script``: the ledger's function library;
+        ``dry_read_script``: its read-only twin, for operations enqueued with ``dry`` (see
+        scripts.DRY_READS)."""
         self._client = client
         self._ledger = ledger_script
         self._dry = dry_read_script
@@ -119,7 +129,7 @@ class ScriptRunner:
         *,
         dry: bool = False,
     ) -> asyncio.Future:
-        """Runs one operation of the ledger script; ``keys`` are its partition tags. With a
+        """Runs one operation of the ledger library; ``keys`` are its partition tags. With a
         ``fingerprint`` (single server only) the script first claims the operation id for it and
         the reply is ``[claim, result]`` (see _batch.lua). ``dry``: a read on the script's
         read-only twin, batched apart. Await the returned future for the reply (a plain
@@ -176,8 +186,8 @@ class ScriptRunner:
     # -- one round trip ---------------------------------------------------------------------------
 
     def _commands(self, items: list[_Item]) -> list[tuple[tuple[Any, ...], list[_Item]]]:
-        """One EVALSHA per plain call, and one per shard group of ledger operations (and one per
-        shard group of dry reads)."""
+        """One EVALSHA per plain call, and one FCALL per shard group of ledger operations (and
+        one per shard group of dry reads)."""
         commands: list[tuple[tuple[Any, ...], list[_Item]]] = []
         groups: dict[tuple[str, bool], list[_Item]] = {}
         for item in items:
@@ -200,8 +210,8 @@ class ScriptRunner:
                     *item.keys,
                     *item.args,
                 )
-            sha = self._dry.sha if group[0].dry else self._ledger.sha
-            command = ("EVALSHA", sha, 1, group[0].keys[0], *argv)
+            function = self._dry.name if group[0].dry else self._ledger.name
+            command = ("FCALL", function, 1, group[0].keys[0], *argv)
             commands.append((command, group))
         return commands
 
@@ -209,9 +219,7 @@ class ScriptRunner:
         try:
             commands = self._commands(items)
             replies = await self._send([command for command, _ in commands])
-            missing = [
-                i for i, r in enumerate(replies) if isinstance(r, redis_errors.NoScriptError)
-            ]
+            missing = [i for i, r in enumerate(replies) if is_missing(r)]
             if missing:
                 await self.load(self._scripts_of(commands[i][1] for i in missing))
                 again = await self._send([commands[i][0] for i in missing])
@@ -236,14 +244,14 @@ class ScriptRunner:
                 for item, result in zip(group, reply, strict=True):
                     _settle(item, result)
 
-    def _scripts_of(self, groups: Iterable[list[_Item]]) -> list[Script]:
-        found = {self._ledger.sha: self._ledger}
+    def _scripts_of(self, groups: Iterable[list[_Item]]) -> list[Script | Library]:
+        found: dict[str, Script | Library] = {self._ledger.name: self._ledger}
         for group in groups:
             for item in group:
                 if item.script is not None:
                     found[item.script.sha] = item.script
                 elif item.dry:
-                    found[self._dry.sha] = self._dry
+                    found[self._dry.name] = self._dry
         return list(found.values())
 
     def _cluster_node(self, key: str) -> Any:
@@ -326,15 +334,29 @@ class ScriptRunner:
         for i, command in zip(idxs, pending, strict=True):
             replies[i] = command.result
 
-    async def load(self, scripts: Iterable[Script] | None = None) -> None:
+    def libraries(self) -> set[str]:
+        """The names of the function libraries the ledger calls."""
+        return {self._ledger.name, self._dry.name}
+
+    async def load(self, scripts: Iterable[Script | Library] | None = None) -> None:
+        """Loads plain scripts and the ledger's libraries (on every primary of a cluster)."""
         for script in scripts if scripts is not None else [self._ledger, self._dry]:
-            await self._client.script_load(script.source)
+            await load(self._client, script)
 
     @staticmethod
     def _fail(items: list[_Item], exc: Exception) -> None:
         for item in items:
             if not item.future.done():
                 item.future.set_exception(exc)
+
+
+async def load(client: Any, script: Script | Library) -> None:
+    if isinstance(script, Library):
+        # The same name always holds the same code (it carries its digest): replacing it is
+        # loading it again, on a server that has it or not.
+        await client.function_load(script.source, replace=True)
+    else:
+        await client.script_load(script.source)
 
 
 def _settle(item: _Item, result: Any) -> None:

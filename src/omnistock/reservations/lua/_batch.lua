@@ -1,7 +1,8 @@
--- Runs a batch of operations in one script call, so the prelude, the clock and the expiry sweep
--- of a partition are paid once per batch instead of once per operation. Each operation is
--- atomic on its own and isolated from the others: one that fails returns an error in its own
--- place and the others go on.
+-- Runs a batch of operations in one function call, so the call, the clock and the expiry sweep
+-- of a partition are paid once per batch instead of once per operation. This is the body of the
+-- library's one function (see omnistock.reservations.scripts), called with KEYS and ARGV. Each
+-- operation is atomic on its own and isolated from the others: one that fails returns an error
+-- in its own place and the others go on.
 -- ARGV: on a single server the tag of the one event stream and deadline set ('' on a cluster),
 -- the count of operations, then per operation: name, number of keys, number of args, request
 -- fingerprint ('' for none), keys..., args...
@@ -16,16 +17,18 @@ local out, partition_of_tag = {}, {}
 -- (any operation may, by expiring what is due): a stream of the wrong type fails the operation
 -- before it writes anything, instead of failing the whole call after every operation wrote.
 local stream_ok = {}
-local function check_streams(keys)
-  for _, tag in ipairs(ONE_SERVER and { ONE_SERVER } or keys) do
-    local ok = stream_ok[tag]
-    if ok == nil then
-      local kind = redis.call('TYPE', tag .. ':ev')['ok']
-      ok = kind == 'stream' or kind == 'none'
-      stream_ok[tag] = ok
-    end
-    if not ok then error({ err = 'WRONGTYPE ' .. tag .. ':ev is not a stream' }) end
+local function check_stream(tag)
+  local ok = stream_ok[tag]
+  if ok == nil then
+    local kind = redis.call('TYPE', tag .. ':ev')['ok']
+    ok = kind == 'stream' or kind == 'none'
+    stream_ok[tag] = ok
   end
+  if not ok then error({ err = 'WRONGTYPE ' .. tag .. ':ev is not a stream' }) end
+end
+local function check_streams(keys)
+  if ONE_SERVER then return check_stream(ONE_SERVER) end
+  for _, tag in ipairs(keys) do check_stream(tag) end
 end
 
 -- An operation that fails leaves nothing behind, its claim included: the same request again is

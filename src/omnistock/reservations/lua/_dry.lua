@@ -7,6 +7,11 @@
 -- Only the commands the read path uses are modelled; any other write fails the call.
 local dry_strings, dry_hashes, dry_removed = {}, {}, {}
 
+-- The start of every call of the twin: it forgets what earlier calls kept.
+local function dry_begin()
+  dry_strings, dry_hashes, dry_removed = {}, {}, {}
+end
+
 -- A number as the server stores it (integers in full, not as Lua's tostring would).
 local function dry_text(v)
   if type(v) == 'number' then return string.format('%.17g', v) end

@@ -1,5 +1,7 @@
--- Shared prelude of the ledger script. Each operation (one file each) becomes a function that
--- runs with its own KEYS and ARGV; _batch.lua runs a batch of operations in one script call.
+-- Shared prelude of the ledger library. Each operation (one file each) becomes a function that
+-- runs with its own KEYS and ARGV; _batch.lua runs a batch of operations in one function call.
+-- The library is loaded once (FUNCTION LOAD), so this prelude runs once per load, not per call:
+-- what a call keeps here (the clock, pending events, sweeps done) is reset by begin_call.
 -- An operation's KEYS hold partition tags such as "{os.17}"; KEYS[1] is its home partition,
 -- where operation ids, reservation records and deadlines live. Every key an operation touches
 -- starts with one of its tags, so a batch given a single tag stays inside one cluster slot.
@@ -35,10 +37,22 @@ local function stock_key(tag, sku)
   return tag .. ':s:' .. sku
 end
 
--- A position is six integer fields of the SKU's hash, prefixed by the node id.
+-- A position is six integer fields of the SKU's hash, prefixed by the node id. A node's field
+-- names are made once per call (each concatenation allocates a string), in the order of
+-- pos_list: on_hand, reserved, held, safety_stock, inbound, version.
+local fields_of = {}
+local function fields(node)
+  local f = fields_of[node]
+  if not f then
+    f = { node .. '|oh', node .. '|rs', node .. '|hd', node .. '|ss', node .. '|ib', node .. '|v' }
+    fields_of[node] = f
+  end
+  return f
+end
+
 local function read_pos(tag, node, sku)
-  local v = redis.call('HMGET', stock_key(tag, sku),
-    node .. '|oh', node .. '|rs', node .. '|hd', node .. '|ss', node .. '|ib', node .. '|v')
+  local f = fields(node)
+  local v = redis.call('HMGET', stock_key(tag, sku), f[1], f[2], f[3], f[4], f[5], f[6])
   return {
     oh = tonumber(v[1]) or 0, rs = tonumber(v[2]) or 0, hd = tonumber(v[3]) or 0,
     ss = tonumber(v[4]) or 0, ib = tonumber(v[5]) or 0, v = tonumber(v[6]) or 0,
@@ -122,14 +136,13 @@ local function apply(tag, node, sku, p, doh, drs, dhd, dib, ss_new, kind, op, re
     oh = p.oh + doh, rs = p.rs + drs, hd = p.hd + dhd, ss = ss_new or p.ss, ib = p.ib + dib,
     v = p.v + 1,
   }
-  local key = stock_key(tag, sku)
+  local key, f = stock_key(tag, sku), fields(node)
   if doh == 0 and dhd == 0 and dib == 0 and n.ss == p.ss then
-    redis.call('HSET', key, node .. '|rs', n.rs, node .. '|v', n.v)
+    redis.call('HSET', key, f[2], n.rs, f[6], n.v)
   elseif drs == 0 and dhd == 0 and dib == 0 and n.ss == p.ss then
-    redis.call('HSET', key, node .. '|oh', n.oh, node .. '|v', n.v)
+    redis.call('HSET', key, f[1], n.oh, f[6], n.v)
   else
-    redis.call('HSET', key, node .. '|oh', n.oh, node .. '|rs', n.rs, node .. '|hd', n.hd,
-      node .. '|ss', n.ss, node .. '|ib', n.ib, node .. '|v', n.v)
+    redis.call('HSET', key, f[1], n.oh, f[2], n.rs, f[3], n.hd, f[4], n.ss, f[5], n.ib, f[6], n.v)
   end
   -- Unchanged quantities reuse the text they were read as.
   local t = p.text or {}
@@ -302,6 +315,13 @@ end
 -- A partition swept at a given time needs no second sweep in the same batch, unless a caller
 -- has just put back a deadline that may have passed (force).
 local swept_at = {}
+
+-- The start of every call: nothing of an earlier call's batch carries over.
+local function begin_call()
+  ONE_SERVER, server_now = nil, nil
+  pending_events, pending_tags, swept_at, fields_of = {}, {}, {}, {}
+end
+
 local function expire_due(now, force)
   local expired = 0
   for _, tag in ipairs(OPKEYS) do
