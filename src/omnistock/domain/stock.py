@@ -64,6 +64,8 @@ class Shortage(msgspec.Struct, frozen=True):
 
 def merge_lines(lines: list[Line]) -> list[Line]:
     """Sum lines that name the same (node, sku), keeping first-seen order."""
+    if len(lines) == 1:  # most reservations: nothing to merge
+        return list(lines)
     totals: dict[tuple[str, str], int] = {}
     for line in lines:
         key = (line.node_id, line.sku)

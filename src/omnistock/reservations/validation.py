@@ -33,8 +33,12 @@ def check_id(field: str, value: str) -> None:
         raise InvalidInput(field, "must match ^[A-Za-z0-9._:-]{1,64}$")
 
 
+def _is_qty(value: int, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= MAX_QTY
+
+
 def check_qty(field: str, value: int, *, low: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= MAX_QTY:
+    if not _is_qty(value, low):
         raise InvalidInput(field, f"must be an integer from {low} to {MAX_QTY}")
 
 
@@ -44,9 +48,13 @@ def check_lines(op_id: str, lines: Sequence[Line], ttl_ms: int, order_ref: str |
         raise InvalidInput("lines", f"1 to {MAX_LINES} lines")
     totals: dict[tuple[str, str], int] = {}
     for i, line in enumerate(lines):
-        check_id(f"lines[{i}].node_id", line.node_id)
-        check_id(f"lines[{i}].sku", line.sku)
-        check_qty(f"lines[{i}].qty", line.qty, low=1)
+        # Field names are made only for a line that fails: this runs on every reservation.
+        if not is_valid_id(line.node_id):
+            check_id(f"lines[{i}].node_id", line.node_id)
+        if not is_valid_id(line.sku):
+            check_id(f"lines[{i}].sku", line.sku)
+        if not _is_qty(line.qty, 1):
+            check_qty(f"lines[{i}].qty", line.qty, low=1)
         key = (line.node_id, line.sku)
         totals[key] = totals.get(key, 0) + line.qty
         if totals[key] > MAX_QTY:
