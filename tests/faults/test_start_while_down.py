@@ -119,7 +119,7 @@ async def _served(http: httpx.AsyncClient, since: float, *args: Any, **kw: Any) 
 async def test_a_worker_whose_start_fails_for_good_after_the_wait_ends_and_serve_stops(
     tmp_path: Path,
 ) -> None:
-    """Valkey comes back but refuses the ledger (here: its SCRIPT command is disabled), a
+    """Valkey comes back but refuses the ledger (here: its FUNCTION command is disabled), a
     failure no waiting mends. Each worker then stops itself; granian replaces it, the
     replacement fails at once, and serve ends with status 1 rather than answering 503 for
     ever."""
@@ -130,7 +130,7 @@ async def test_a_worker_whose_start_fails_for_good_after_the_wait_ends_and_serve
     database_url = f"sqlite+aiosqlite:///{(tmp_path / 'omnistock.db').resolve()}"
     service = start_service(tmp_path / "data", valkey.url, database_url, until_ready=False)
     broken = EmbeddedValkey(
-        tmp_path / "broken", port=port, extra_config={"rename-command": 'SCRIPT ""'}
+        tmp_path / "broken", port=port, extra_config={"rename-command": 'FUNCTION ""'}
     )
     try:
         await asyncio.to_thread(broken.start, 30)
