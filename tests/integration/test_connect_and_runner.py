@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from redis import exceptions as redis_errors
 
 from omnistock.domain.stock import Line
 from omnistock.reservations import keys
@@ -66,6 +67,20 @@ async def test_a_server_that_hides_its_configuration_is_trusted_with_a_warning(
     finally:
         await conn.aclose()
     assert "cannot read the server's maxmemory-policy" in caplog.text
+
+
+async def test_a_user_not_allowed_to_load_functions_is_refused_with_the_command_named(
+    fresh_server,
+):
+    """The ledger runs as a function library: a user whose ACL denies FUNCTION cannot run it,
+    and opening the ledger says so at once (serve then stops with the reason)."""
+    server = fresh_server()
+    server.client().execute_command("ACL", "SETUSER", "nofn", "on", ">pw", "~*", "&*", "+@all")
+    server.client().execute_command("ACL", "SETUSER", "nofn", "-function")
+    url = f"redis://nofn:pw@{server.host}:{server.port}/0"
+
+    with pytest.raises(redis_errors.NoPermissionError, match="function"):
+        await open_ledger(url, durability="fast")
 
 
 async def test_strict_durability_waits_for_the_aof_on_a_server_that_fsyncs_every_second(
