@@ -31,6 +31,7 @@ class NaiveRunner:
     def __init__(self, client: Any, ledger_script: Library, *, cluster: bool) -> None:
         self._client = client
         self._ledger = ledger_script
+        self._cluster = cluster
         self._one_server = "" if cluster else keys.tag(0)
 
     async def op(
@@ -38,7 +39,10 @@ class NaiveRunner:
     ) -> Any:
         batch_of_one = [self._one_server, 1, name, len(tags), len(args), fingerprint, *tags, *args]
         command = ("FCALL", self._ledger.name, 1, tags[0], *batch_of_one)
-        reply = await self._send(self._ledger, command)
+        # redis-py's cluster client asks the server for an FCALL's keys (COMMAND GETKEYS, a
+        # round trip of its own): name the node, as it works out itself for an EVALSHA.
+        node = self._client.get_node_from_key(tags[0]) if self._cluster else None
+        reply = await self._send(self._ledger, command, node)
         if isinstance(reply[0], Exception):
             raise ScriptError(f"{name}: {reply[0]}")
         return reply[0]
@@ -46,15 +50,18 @@ class NaiveRunner:
     async def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return await self._send(script, ("EVALSHA", script.sha, len(keys), *keys, *args))
 
-    async def _send(self, script: Script | Library, command: tuple[Any, ...]) -> Any:
+    async def _send(
+        self, script: Script | Library, command: tuple[Any, ...], node: Any = None
+    ) -> Any:
+        options = {} if node is None else {"target_nodes": node}
         try:
             try:
-                return await self._client.execute_command(*command)
+                return await self._client.execute_command(*command, **options)
             except redis_errors.ResponseError as exc:
                 if not is_missing(exc):
                     raise
                 await load(self._client, script)
-                return await self._client.execute_command(*command)
+                return await self._client.execute_command(*command, **options)
         except UNAVAILABLE_ERRORS as exc:
             raise LedgerUnavailable(f"{type(exc).__name__}: {exc}") from exc
         except redis_errors.RedisError as exc:
