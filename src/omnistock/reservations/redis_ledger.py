@@ -62,7 +62,7 @@ class RedisLedger(MovementsMixin):
 
     def with_dry_reads(self) -> RedisLedger:
         """This ledger with every read (positions, availability, reservations, transfers and
-        holds) on the ledger script's read-only twin: what is due reads as released without
+        holds) on the ledger's read-only twin: what is due reads as released without
         being released, and nothing is written. The ledger falls back on it by itself when
         Valkey is at maxmemory; tests compare the two."""
         twin = copy.copy(self)
@@ -109,8 +109,8 @@ class RedisLedger(MovementsMixin):
                     try:
                         return await self._runner.op(name, keys_, args, fingerprint)
                     except LedgerOutOfMemory:
-                        # At maxmemory Valkey refuses the ledger script, reads included (they may
-                        # release what is due); its read-only twin answers the same, writing
+                        # At maxmemory Valkey refuses the ledger's function, reads included (they
+                        # may release what is due); its read-only twin answers the same, writing
                         # nothing.
                         if name not in DRY_READS:
                             raise

@@ -1,15 +1,15 @@
 """Runs ledger operations, coalescing concurrent calls into batches and pipelines.
 
-The Python client, not the server, is where time goes: one EVALSHA per round trip costs a full
-request/response cycle in redis-py, and each script call pays the server a fixed price (the
-prelude, the clock, an expiry sweep, and on a cluster an fsync per node and pipeline). Callers
+The Python client, not the server, is where time goes: one call per round trip costs a full
+request/response cycle in redis-py, and each function call pays the server a fixed price (the
+call, the clock, an expiry sweep, and on a cluster an fsync per node and pipeline). Callers
 enqueue their operation and await a future. Operations queue per shard (one queue on a single
 server, one per cluster node on a cluster); up to ``max_in_flight`` drain tasks per shard each
-take what is queued there (up to ``max_batch``) and send it as one call of the ledger script in
-one pipeline. Under load, many concurrent requests share a few round trips and script calls; when
-idle a call goes out at once. Several batches in flight let the client prepare one while the
-server runs another. Queueing per node, not splitting one batch over the nodes, keeps a cluster
-node's batches as large as a single server's share of the same load would be.
+take what is queued there (up to ``max_batch``) and send it as one call of the ledger's function
+in one pipeline. Under load, many concurrent requests share a few round trips and function
+calls; when idle a call goes out at once. Several batches in flight let the client prepare one
+while the server runs another. Queueing per node, not splitting one batch over the nodes, keeps
+a cluster node's batches as large as a single server's share of the same load would be.
 """
 
 from __future__ import annotations
@@ -63,19 +63,19 @@ class ScriptError(Exception):
 
 class LedgerOutOfMemory(ScriptError):
     """Redis is at its memory limit and refused the script before it ran: nothing applied, and
-    the same call can succeed once memory is freed. (The ledger script declares flags, so the
+    the same call can succeed once memory is freed. (The ledger's function declares flags, so the
     server judges it before running it, not at its first write.)"""
 
 
 @dataclass(slots=True)
 class _Item:
-    name: str  # an operation of the ledger script, or "" for a plain script call
+    name: str  # an operation of the ledger library, or "" for a plain script call
     script: Script | None
     keys: Sequence[str]
     args: Sequence[Any]
     future: asyncio.Future
     fingerprint: str = ""
-    dry: bool = False  # on the ledger script's read-only twin
+    dry: bool = False  # on the ledger's read-only twin
 
 
 def is_missing(reply: Any) -> bool:
@@ -281,7 +281,7 @@ class ScriptRunner:
     async def _send_to_nodes(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """One pipeline per cluster node, straight to the node that owns the commands' slots.
 
-        A batch may span several slots of one node (the ledger script allows keys of several
+        A batch may span several slots of one node (the ledger's function allows keys of several
         slots), which redis-py's cluster pipeline refuses. Redirections and lost nodes refresh
         the slot map and resend: every ledger operation is idempotent.
         """

@@ -396,7 +396,7 @@ def _flush(services: Services) -> Callable[[], Awaitable[None]]:
 
 async def redis_misconfiguration(settings: Settings) -> Exception | None:
     """What keeps the Redis named by the settings from ever serving the ledger (credentials it
-    refuses, a URL that cannot be used, a server that refuses the ledger's scripts), found by
+    refuses, a URL that cannot be used, a server that refuses the ledger's functions), found by
     opening the ledger once; None when it opens, when no URL is set (the embedded Valkey), and
     when it cannot be reached for now (the workers wait for it). ``serve`` checks this before
     it starts its workers, so a misconfigured service stops at once with the reason."""

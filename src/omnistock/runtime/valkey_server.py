@@ -50,7 +50,7 @@ LOG_FILE = "valkey.log"
 STDIO_FILE = "valkey.stdio.log"
 MAX_CLIENTS = 4096
 _APPENDFSYNC = {"strict": "always", "fast": "everysec"}
-# A ledger script builds and drops many small Lua objects per operation, and the bundled server
+# A ledger call builds and drops many small Lua objects per operation, and the bundled server
 # allocates them with glibc malloc: with its default tuning a quarter of the server's CPU went to
 # malloc, free and fastbin consolidation, and still about 30 % with the tuning below. mimalloc,
 # preloaded, takes a quarter off the server's CPU per ledger operation (README, "Ledger
