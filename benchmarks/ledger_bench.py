@@ -65,7 +65,7 @@ from omnistock.reservations import keys
 from omnistock.reservations.connect import open_ledger
 from omnistock.reservations.redis_ledger import RedisLedger
 from omnistock.reservations.runner import LedgerUnavailable, ScriptRunner
-from omnistock.reservations.scripts import Script, build_ledger_script
+from omnistock.reservations.scripts import Script, build_ledger_library
 from omnistock.runtime.valkey_cluster import EmbeddedCluster
 from omnistock.runtime.valkey_server import EmbeddedValkey
 
@@ -404,7 +404,7 @@ async def bench_target(
     naive = naive_client(url, cluster=cluster, max_connections=pool_size)
     admins = [aioredis.Redis(host=host, port=port) for host, port in primaries]
     try:
-        naive_runner = NaiveRunner(naive, build_ledger_script(), cluster=cluster)
+        naive_runner = NaiveRunner(naive, build_ledger_library(), cluster=cluster)
         await naive_runner.load()
         naive_ledger = RedisLedger(naive_runner, cluster=cluster)
         await conn.runner.load([CEILING, BARE_RESERVE, BARE_RELEASE])

@@ -28,9 +28,9 @@ from omnistock.reservations.scripts import Library, Script
 
 
 class NaiveRunner:
-    def __init__(self, client: Any, ledger_script: Library, *, cluster: bool) -> None:
+    def __init__(self, client: Any, ledger_library: Library, *, cluster: bool) -> None:
         self._client = client
-        self._ledger = ledger_script
+        self._ledger = ledger_library
         self._cluster = cluster
         self._one_server = "" if cluster else keys.tag(0)
 

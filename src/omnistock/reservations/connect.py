@@ -16,8 +16,8 @@ from omnistock.reservations.redis_ledger import RedisLedger
 from omnistock.reservations.runner import ScriptRunner
 from omnistock.reservations.scripts import (
     ScriptSettings,
-    build_dry_read_script,
-    build_ledger_script,
+    build_dry_read_library,
+    build_ledger_library,
 )
 from omnistock.reservations.transport import (
     FastConnection,
@@ -144,8 +144,8 @@ async def open_ledger(
         await _refuse_an_evicting_server(client, cluster)
         runner = ScriptRunner(
             client,
-            build_ledger_script(script_settings),
-            build_dry_read_script(script_settings),
+            build_ledger_library(script_settings),
+            build_dry_read_library(script_settings),
             cluster=cluster,
             max_batch=max_batch,
             max_in_flight=max_in_flight,

@@ -91,8 +91,8 @@ class ScriptRunner:
     def __init__(
         self,
         client: Any,
-        ledger_script: Library,
-        dry_read_script: Library,
+        ledger_library: Library,
+        dry_read_library: Library,
         *,
         cluster: bool,
         max_batch: int = 32,
@@ -101,12 +101,12 @@ class ScriptRunner:
     ) -> None:
         """``wait_aof_ms`` set means every pipeline ends with WAITAOF 1 0, so a batch is
         acknowledged only once the server has it on disk (strict durability on a server not
-        configured with appendfsync always). ``ledger_script``: the ledger's function library;
-        ``dry_read_script``: its read-only twin, for operations enqueued with ``dry`` (see
+        configured with appendfsync always). ``ledger_library``: the ledger's function library;
+        ``dry_read_library``: its read-only twin, for operations enqueued with ``dry`` (see
         scripts.DRY_READS)."""
         self._client = client
-        self._ledger = ledger_script
-        self._dry = dry_read_script
+        self._ledger = ledger_library
+        self._dry = dry_read_library
         self._cluster = cluster
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight

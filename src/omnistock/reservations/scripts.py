@@ -56,11 +56,11 @@ def operation_names() -> list[str]:
 
 
 # The operations that only read. Each releases what is due first, so each may write; their dry
-# twin (build_dry_read_script) writes nothing.
+# twin (build_dry_read_library) writes nothing.
 DRY_READS = ("availability", "document", "position", "reservation")
 
 
-def build_ledger_script(settings: ScriptSettings | None = None) -> Library:
+def build_ledger_library(settings: ScriptSettings | None = None) -> Library:
     # Declared flags make the server refuse the whole call up front when it is out of memory,
     # instead of failing part-way through a batch. On a cluster a batch holds operations of
     # several partitions (slots) that one node owns: each operation still touches only its own
@@ -68,7 +68,7 @@ def build_ledger_script(settings: ScriptSettings | None = None) -> Library:
     return _assemble("ledger", ["allow-cross-slot-keys"], operation_names(), settings, dry=False)
 
 
-def build_dry_read_script(settings: ScriptSettings | None = None) -> Library:
+def build_dry_read_library(settings: ScriptSettings | None = None) -> Library:
     """The read-only twin of the ledger library: its read operations, run by the same batch
     runner, answer what they would after releasing what is due, and write nothing (see
     _dry.lua). Declared no-writes, so Valkey runs it even at maxmemory, where it refuses the
