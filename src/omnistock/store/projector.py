@@ -37,12 +37,12 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 from redis import exceptions as redis_errors
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from omnistock.outage_log import OutageLog
 from omnistock.reservations import keys
-from omnistock.reservations.events import parse_entry, stream_position, text
+from omnistock.reservations.events import LedgerEvent, parse_entry, stream_position, text
 from omnistock.store.database import documents, events
 
 log = logging.getLogger("omnistock.projector")
@@ -63,6 +63,35 @@ READ_SCRIPT = (
 )
 
 _decode = msgspec.json.Decoder().decode
+
+# A journal row holds an event's fields in LedgerEvent's order, which are the column names.
+_EVENT_COLUMNS = tuple(f.name for f in msgspec.structs.fields(LedgerEvent))
+_SQLITE_INSERT = (
+    f"INSERT OR IGNORE INTO {events.name} ({', '.join(_EVENT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_EVENT_COLUMNS))})"
+)
+_astuple = msgspec.structs.astuple
+
+# The projection row of a part (document_row), upserted unless the row holds a newer read.
+_DOCUMENT_COLUMNS = (
+    "doc_id",
+    "part",
+    "kind",
+    "status",
+    "is_open",
+    "raw",
+    "deadline_ms",
+    "expires_at_ms",
+    "seen",
+    "updated_at_ms",
+)
+_SQLITE_UPSERT = (
+    f"INSERT INTO {documents.name} ({', '.join(_DOCUMENT_COLUMNS)}) "
+    f"VALUES ({', '.join(':' + c for c in _DOCUMENT_COLUMNS)}) "
+    "ON CONFLICT (doc_id, part) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _DOCUMENT_COLUMNS[2:])
+    + f" WHERE {documents.name}.seen <= excluded.seen"
+)
 
 
 def consumer_name() -> str:
@@ -358,27 +387,7 @@ class Projector:
             if not fields:  # trimmed away before it was read: nothing left to project
                 continue
             for e in parse_entry(entry_id, fields):
-                rows.append(
-                    {
-                        "event_id": f"{partition}:{e.event_id}",
-                        "at_ms": e.at_ms,
-                        "op_id": e.op_id,
-                        "kind": e.kind,
-                        "node_id": e.node_id,
-                        "sku": e.sku,
-                        "d_on_hand": e.d_on_hand,
-                        "d_reserved": e.d_reserved,
-                        "d_held": e.d_held,
-                        "d_inbound": e.d_inbound,
-                        "on_hand": e.on_hand,
-                        "reserved": e.reserved,
-                        "held": e.held,
-                        "safety_stock": e.safety_stock,
-                        "inbound": e.inbound,
-                        "version": e.version,
-                        "ref": e.ref,
-                    }
-                )
+                rows.append((f"{partition}:{e.event_id}", *_astuple(e)[1:]))
         written = 0
         if rows or read.parts:
             async with self._engine.begin() as conn:
@@ -393,16 +402,19 @@ class Projector:
         self.parts += len(read.parts)
         return written
 
-    async def _insert(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
+    async def _insert(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> int:
         """Writes the events not journaled yet; returns how many that was."""
         if self._engine.dialect.name == "postgresql":
             statement = postgresql.insert(events).on_conflict_do_nothing(
                 index_elements=["event_id"]
             )
             # asyncpg reports no row count for a batch: count what was written instead.
-            result = await conn.execute(statement.returning(events.c.seq), rows)
+            params = [dict(zip(_EVENT_COLUMNS, row, strict=True)) for row in rows]
+            result = await conn.execute(statement.returning(events.c.seq), params)
             return len(result.all())
-        result = await conn.execute(sa.insert(events).prefix_with("OR IGNORE"), rows)
+        # SQLite takes the rows as they are: SQLAlchemy's executemany would build each row's
+        # parameters in Python first, which cost as much as the rest of the projection.
+        result = await conn.exec_driver_sql(_SQLITE_INSERT, rows)
         return max(0, result.rowcount or 0)
 
     async def _upsert_parts(self, conn: AsyncConnection, read: _Read) -> None:
@@ -419,16 +431,14 @@ class Projector:
                 )
             else:
                 gone.append({"d": p.doc_id, "p": p.partition, "s": p.seen})
-        if present:
-            dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
-            insert = dialect.insert(documents)
+        if present and self._engine.dialect.name != "postgresql":
+            # As for the events: SQLite takes the rows as they are.
+            await conn.exec_driver_sql(_SQLITE_UPSERT, present)
+        elif present:
+            insert = postgresql.insert(documents)
             statement = insert.on_conflict_do_update(
                 index_elements=["doc_id", "part"],
-                set_={
-                    name: insert.excluded[name]
-                    for name in present[0]
-                    if name not in ("doc_id", "part")
-                },
+                set_={name: insert.excluded[name] for name in _DOCUMENT_COLUMNS[2:]},
                 where=documents.c.seen <= insert.excluded.seen,
             )
             await conn.execute(statement, present)
