@@ -72,19 +72,9 @@ _SQLITE_INSERT = (
 )
 _astuple = msgspec.structs.astuple
 
-# The projection row of a part (document_row), upserted unless the row holds a newer read.
-_DOCUMENT_COLUMNS = (
-    "doc_id",
-    "part",
-    "kind",
-    "status",
-    "is_open",
-    "raw",
-    "deadline_ms",
-    "expires_at_ms",
-    "seen",
-    "updated_at_ms",
-)
+# The projection row of a part (document_row, one key per column), upserted unless the row
+# holds a newer read.
+_DOCUMENT_COLUMNS = tuple(c.name for c in documents.columns)
 _SQLITE_UPSERT = (
     f"INSERT INTO {documents.name} ({', '.join(_DOCUMENT_COLUMNS)}) "
     f"VALUES ({', '.join(':' + c for c in _DOCUMENT_COLUMNS)}) "
