@@ -22,7 +22,7 @@ from omnistock.reservations.runner import (
     LedgerUnavailable,
     ScriptError,
     is_missing,
-    load,
+    load_onto,
 )
 from omnistock.reservations.scripts import Library, Script
 
@@ -60,7 +60,7 @@ class NaiveRunner:
             except redis_errors.ResponseError as exc:
                 if not is_missing(exc):
                     raise
-                await load(self._client, script)
+                await load_onto(self._client, script)
                 return await self._client.execute_command(*command, **options)
         except UNAVAILABLE_ERRORS as exc:
             raise LedgerUnavailable(f"{type(exc).__name__}: {exc}") from exc
@@ -69,7 +69,7 @@ class NaiveRunner:
 
     async def load(self, scripts: Iterable[Script | Library] | None = None) -> None:
         for script in scripts if scripts is not None else [self._ledger]:
-            await load(self._client, script)
+            await load_onto(self._client, script)
 
 
 def naive_client(url: str, *, cluster: bool, max_connections: int, timeout_s: float = 2.0) -> Any:

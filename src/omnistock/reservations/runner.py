@@ -341,7 +341,7 @@ class ScriptRunner:
     async def load(self, scripts: Iterable[Script | Library] | None = None) -> None:
         """Loads plain scripts and the ledger's libraries (on every primary of a cluster)."""
         for script in scripts if scripts is not None else [self._ledger, self._dry]:
-            await load(self._client, script)
+            await load_onto(self._client, script)
 
     @staticmethod
     def _fail(items: list[_Item], exc: Exception) -> None:
@@ -350,7 +350,8 @@ class ScriptRunner:
                 item.future.set_exception(exc)
 
 
-async def load(client: Any, script: Script | Library) -> None:
+async def load_onto(client: Any, script: Script | Library) -> None:
+    """Loads a plain script, or a library (on every primary of a cluster), onto the server."""
     if isinstance(script, Library):
         # The same name always holds the same code (it carries its digest): replacing it is
         # loading it again, on a server that has it or not.
