@@ -425,8 +425,7 @@ async def test_an_older_read_does_not_overwrite_a_newer_one(engine: AsyncEngine)
     async def commit(status: bytes, entry_id: str) -> None:
         raw = hold % status if status else b""
         part = _Part("h", "h3-x", 3, raw, -1, stream_position(entry_id), 1)
-        async with engine.begin() as db:
-            await projector._upsert_parts(db, _Read([], "0-0", entry_id, 1, True, [part]))
+        await projector._project(keys.stream_key(0), _Read([], "0-0", entry_id, 1, True, [part]))
 
     async def row() -> tuple[str, str] | None:
         async with engine.connect() as db:

@@ -234,7 +234,12 @@ async def service_runtime(
         catalog = NodeCatalog(engine)
         await when_reachable("database", catalog.refresh, startup=startup)
         async with ledger_runtime(settings, startup=startup) as runtime:
-            projector = Projector(runtime.connection.client, engine, cluster=settings.redis_cluster)
+            projector = Projector(
+                runtime.connection.client,
+                engine,
+                cluster=settings.redis_cluster,
+                db_timeout_s=settings.db_timeout_s,
+            )
             follower = await EventFollower.open(
                 runtime.redis_url,
                 cluster=settings.redis_cluster,

@@ -67,7 +67,12 @@ async def projector(settings: Settings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with opened(settings) as (runtime, engine):
-        worker = Projector(runtime.connection.client, engine, cluster=settings.redis_cluster)
+        worker = Projector(
+            runtime.connection.client,
+            engine,
+            cluster=settings.redis_cluster,
+            db_timeout_s=settings.db_timeout_s,
+        )
         task = asyncio.create_task(worker.run())
         print(f"omnistock projector running (consumer group 'journal', {runtime.redis_url})")
         await stop.wait()
@@ -162,7 +167,10 @@ class ProjectorThread:
         metrics = Metrics(self._settings.data_dir / "metrics")
         async with opened(self._settings) as (runtime, engine):
             worker = Projector(
-                runtime.connection.client, engine, cluster=self._settings.redis_cluster
+                runtime.connection.client,
+                engine,
+                cluster=self._settings.redis_cluster,
+                db_timeout_s=self._settings.db_timeout_s,
             )
             task = asyncio.create_task(worker.run())
             try:

@@ -42,8 +42,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from omnistock.outage_log import OutageLog
 from omnistock.reservations import keys
-from omnistock.reservations.events import LedgerEvent, parse_entry, stream_position, text
+from omnistock.reservations.events import parse_entry, stream_position, text
 from omnistock.store.database import documents, events
+from omnistock.store.sqlite_batches import (
+    DOCUMENT_COLUMNS,
+    EVENT_COLUMNS,
+    INSERT_EVENTS,
+    UPSERT_PARTS,
+    SqliteBatches,
+    database_file,
+)
 
 log = logging.getLogger("omnistock.projector")
 
@@ -63,25 +71,7 @@ READ_SCRIPT = (
 )
 
 _decode = msgspec.json.Decoder().decode
-
-# A journal row holds an event's fields in LedgerEvent's order, which are the column names.
-_EVENT_COLUMNS = tuple(f.name for f in msgspec.structs.fields(LedgerEvent))
-_SQLITE_INSERT = (
-    f"INSERT OR IGNORE INTO {events.name} ({', '.join(_EVENT_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(_EVENT_COLUMNS))})"
-)
 _astuple = msgspec.structs.astuple
-
-# The projection row of a part (document_row, one key per column), upserted unless the row
-# holds a newer read.
-_DOCUMENT_COLUMNS = tuple(c.name for c in documents.columns)
-_SQLITE_UPSERT = (
-    f"INSERT INTO {documents.name} ({', '.join(_DOCUMENT_COLUMNS)}) "
-    f"VALUES ({', '.join(':' + c for c in _DOCUMENT_COLUMNS)}) "
-    "ON CONFLICT (doc_id, part) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _DOCUMENT_COLUMNS[2:])
-    + f" WHERE {documents.name}.seen <= excluded.seen"
-)
 
 
 def consumer_name() -> str:
@@ -174,6 +164,25 @@ def document_row(
     }
 
 
+def _part_rows(parts: list[_Part]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The projection rows of the parts a read found (for a part read twice, its newest read),
+    and the keys of those whose key is gone: (present, gone)."""
+    newest: dict[tuple[str, int], _Part] = {}
+    for p in parts:
+        key = (p.doc_id, p.partition)
+        if key not in newest or newest[key].seen <= p.seen:
+            newest[key] = p
+    present, gone = [], []
+    for p in newest.values():
+        if p.raw:
+            present.append(
+                document_row(p.kind, p.doc_id, p.partition, p.raw, p.pttl, p.seen, p.now_ms)
+            )
+        else:
+            gone.append({"d": p.doc_id, "p": p.partition, "s": p.seen})
+    return present, gone
+
+
 def _stop_if_cancelled() -> None:
     """Ends the current task if it was cancelled. A cancellation that lands while a Redis command
     is in flight can be lost in redis-py (the command returns or fails as usual, the task is
@@ -196,7 +205,10 @@ class Projector:
         block_ms: int = 1000,
         refresh_s: float = 60.0,
         linger_ms: int = 25,
+        db_timeout_s: float = 10.0,
     ) -> None:
+        """``db_timeout_s``: how long a batch's write waits for another writer of a SQLite
+        database."""
         self._client = client
         self._engine = engine
         self._cluster = cluster
@@ -208,6 +220,8 @@ class Projector:
         }
         self._refresh_s = refresh_s
         self._linger_s = linger_ms / 1000
+        path = database_file(engine)
+        self._sqlite = None if path is None else SqliteBatches(path, timeout_s=db_timeout_s)
         self._outage = OutageLog(log, "projecting")
         self._script = client.register_script(READ_SCRIPT)
         self.projected = 0  # events this projector wrote (duplicates excluded)
@@ -225,10 +239,17 @@ class Projector:
 
     async def run(self) -> None:
         """Projects until cancelled; a dependency down is waited out, not fatal."""
-        ready = False
+        try:
+            await self._run()
+        finally:
+            if self._sqlite is not None:
+                self._sqlite.close()
+
+    async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         refresh_at = loop.time() + self._refresh_s
         claim_at = loop.time() + CLAIM_IDLE_MS / 2000
+        ready = False
         while True:
             try:
                 _stop_if_cancelled()
@@ -380,10 +401,14 @@ class Projector:
                 rows.append((f"{partition}:{e.event_id}", *_astuple(e)[1:]))
         written = 0
         if rows or read.parts:
-            async with self._engine.begin() as conn:
-                if rows:
-                    written = await self._insert(conn, rows)
-                await self._upsert_parts(conn, read)
+            present, gone = _part_rows(read.parts)
+            if self._sqlite is not None:
+                written = await self._sqlite.write(rows, present, gone)
+            else:
+                async with self._engine.begin() as conn:
+                    if rows:
+                        written = await self._insert(conn, rows)
+                    await self._upsert_parts(conn, present, gone)
         if ids:
             await self._client.xack(stream, GROUP, *ids)
         self.batches += bool(read.entries)
@@ -399,36 +424,23 @@ class Projector:
                 index_elements=["event_id"]
             )
             # asyncpg reports no row count for a batch: count what was written instead.
-            params = [dict(zip(_EVENT_COLUMNS, row, strict=True)) for row in rows]
+            params = [dict(zip(EVENT_COLUMNS, row, strict=True)) for row in rows]
             result = await conn.execute(statement.returning(events.c.seq), params)
             return len(result.all())
-        # SQLite takes the rows as they are: SQLAlchemy's executemany would build each row's
-        # parameters in Python first, which cost as much as the rest of the projection.
-        result = await conn.exec_driver_sql(_SQLITE_INSERT, rows)
+        # A SQLite database the projector cannot open a connection of its own to (in memory).
+        result = await conn.exec_driver_sql(INSERT_EVENTS, rows)
         return max(0, result.rowcount or 0)
 
-    async def _upsert_parts(self, conn: AsyncConnection, read: _Read) -> None:
-        newest: dict[tuple[str, int], _Part] = {}
-        for p in read.parts:  # a part read twice (see _read): its newest read
-            key = (p.doc_id, p.partition)
-            if key not in newest or newest[key].seen <= p.seen:
-                newest[key] = p
-        present, gone = [], []
-        for p in newest.values():
-            if p.raw:
-                present.append(
-                    document_row(p.kind, p.doc_id, p.partition, p.raw, p.pttl, p.seen, p.now_ms)
-                )
-            else:
-                gone.append({"d": p.doc_id, "p": p.partition, "s": p.seen})
+    async def _upsert_parts(
+        self, conn: AsyncConnection, present: list[dict[str, Any]], gone: list[dict[str, Any]]
+    ) -> None:
         if present and self._engine.dialect.name != "postgresql":
-            # As for the events: SQLite takes the rows as they are.
-            await conn.exec_driver_sql(_SQLITE_UPSERT, present)
+            await conn.exec_driver_sql(UPSERT_PARTS, present)
         elif present:
             insert = postgresql.insert(documents)
             statement = insert.on_conflict_do_update(
                 index_elements=["doc_id", "part"],
-                set_={name: insert.excluded[name] for name in _DOCUMENT_COLUMNS[2:]},
+                set_={name: insert.excluded[name] for name in DOCUMENT_COLUMNS[2:]},
                 where=documents.c.seen <= insert.excluded.seen,
             )
             await conn.execute(statement, present)
