@@ -166,20 +166,26 @@ local function record_key(id, rp)
   return tag_of(rp or HOME_P) .. ':r:' .. id
 end
 
+-- The record and its JSON as stored. A caller is answered with the JSON as stored, which holds
+-- everything a caller reads of a record (st, exp, ct, ln, ref, parts, order) and a few fields it
+-- ignores: encoding a view of the record again cost a script a whole JSON encoding per answer.
 local function read_record(id, rp)
   local raw = redis.call('GET', record_key(id, rp))
   if not raw then return nil end
-  return cjson.decode(raw)
+  return cjson.decode(raw), raw
 end
 
 -- Without ttl_ms the record keeps no time to live: an active record always has a deadline, so
--- it is certain to be given one when it ends (committed, released or expired).
+-- it is certain to be given one when it ends (committed, released or expired). Returns the JSON
+-- written.
 local function write_record(id, rp, r, ttl_ms)
+  local raw = cjson.encode(r)
   if ttl_ms then
-    redis.call('SET', record_key(id, rp), cjson.encode(r), 'PX', ttl_ms)
+    redis.call('SET', record_key(id, rp), raw, 'PX', ttl_ms)
   else
-    redis.call('SET', record_key(id, rp), cjson.encode(r))
+    redis.call('SET', record_key(id, rp), raw)
   end
+  return raw
 end
 
 local function line_partitions(lines)
@@ -220,7 +226,8 @@ local function deadline_remove(id, rp, lines)
   end
 end
 
--- Returns every reserved line of a record to available and gives it a terminal status.
+-- Returns every reserved line of a record to available and gives it a terminal status; returns
+-- the record's JSON as written.
 local function release_record(id, rp, r, status, kind, op, now)
   check_positions(r.ln, 3)
   for _, l in ipairs(r.ln) do
@@ -231,8 +238,9 @@ local function release_record(id, rp, r, status, kind, op, now)
   r.st = status
   r['end'] = now
   r.fop = op
-  write_record(id, rp, r, RECORD_TTL_MS)
+  local raw = write_record(id, rp, r, RECORD_TTL_MS)
   deadline_remove(id, rp, r.ln)
+  return raw
 end
 
 
@@ -394,10 +402,4 @@ local function begin_step(ARGV, kind, from)
   if not d or d.k ~= kind or d.st == 'f' then return { cjson.encode({ err = 'missing' }), 0 } end
   if d.st ~= from then return remember(op, cjson.encode({ err = 'state', st = d.st })) end
   return nil, now, op, id, d
-end
-
--- What a caller sees of a record.
-local function view(r)
-  return cjson.encode({ st = r.st, exp = r.exp, ct = r.ct, ln = r.ln, ref = r.ref,
-                        parts = r.parts, order = r.order })
 end

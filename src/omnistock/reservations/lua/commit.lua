@@ -5,9 +5,9 @@
 local now = clock(ARGV[1])
 expire_due(now)
 local op, id = ARGV[2], ARGV[3]
-local r = read_record(id)
+local r, raw = read_record(id)
 if not r or r.st == 'f' then return { cjson.encode({ err = 'missing' }), 0 } end
-if r.fop == op and r.st == 'c' then return { view(r), 1 } end
+if r.fop == op and r.st == 'c' then return { raw, 1 } end
 if r.st ~= 'a' and r.st ~= 'p' then
   return { cjson.encode({ err = 'state', st = r.st }), 0 }
 end
@@ -27,5 +27,4 @@ end
 r.st = 'c'
 r['end'] = now
 r.fop = op
-write_record(id, HOME_P, r, RECORD_TTL_MS)
-return { view(r), 0 }
+return { write_record(id, HOME_P, r, RECORD_TTL_MS), 0 }

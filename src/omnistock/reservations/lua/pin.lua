@@ -5,13 +5,13 @@
 local now = clock(ARGV[1])
 expire_due(now)
 local id = ARGV[2]
-local r = read_record(id)
+local r, raw = read_record(id)
 if not r or r.st == 'f' then return cjson.encode({ err = 'missing' }) end
 if r.st == 'a' then
   -- The pin set, not read before, is written first (see check_positions).
   redis.call('ZADD', HOME .. ':pin', now + tonumber(ARGV[3]), id)
   r.st = 'p'
-  write_record(id, HOME_P, r)
+  raw = write_record(id, HOME_P, r)
   deadline_remove(id, HOME_P, r.ln)
 end
-return view(r)
+return raw

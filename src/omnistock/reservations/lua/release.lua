@@ -4,11 +4,10 @@
 local now = clock(ARGV[1])
 expire_due(now)
 local op, id = ARGV[2], ARGV[3]
-local r = read_record(id)
+local r, raw = read_record(id)
 if not r or r.st == 'f' then return { cjson.encode({ err = 'missing' }), 0 } end
-if r.fop == op and r.st == 'r' then return { view(r), 1 } end
+if r.fop == op and r.st == 'r' then return { raw, 1 } end
 if r.st ~= 'a' then
   return { cjson.encode({ err = 'state', st = r.st }), 0 }
 end
-release_record(id, HOME_P, r, 'r', 'release', op, now)
-return { view(r), 0 }
+return { release_record(id, HOME_P, r, 'r', 'release', op, now), 0 }

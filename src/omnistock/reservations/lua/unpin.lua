@@ -2,7 +2,7 @@
 -- has passed. ARGV: now, reservation id. Idempotent by state.
 local now = clock(ARGV[1])
 local id = ARGV[2]
-local r = read_record(id)
+local r, raw = read_record(id)
 if not r or r.st == 'f' then return cjson.encode({ err = 'missing' }) end
 if r.st == 'p' then
   -- The pin set, not read before, is written first (see check_positions).
@@ -11,6 +11,6 @@ if r.st == 'p' then
   write_record(id, HOME_P, r)
   deadline_add(id, HOME_P, r.ln, r.exp)
   expire_due(now, true)
-  r = read_record(id)
+  r, raw = read_record(id)
 end
-return view(r)
+return raw
