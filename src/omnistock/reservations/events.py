@@ -68,8 +68,9 @@ def parse_entry(entry_id: Any, fields: dict[Any, Any]) -> list[LedgerEvent]:
     entry = text(entry_id)
     events = []
     for i, line in enumerate(text(_events_field(fields)).split("\n")):
-        op, kind, node, sku, *numbers, ref, at = line.split("\t")
-        d_oh, d_rs, d_hd, d_ib, oh, rs, hd, ss, ib, v = (int(x) for x in numbers)
+        op, kind, node, sku, d_oh, d_rs, d_hd, d_ib, oh, rs, hd, ss, ib, v, ref, at = line.split(
+            "\t"
+        )
         events.append(
             LedgerEvent(
                 f"{entry}/{i}",
@@ -77,16 +78,16 @@ def parse_entry(entry_id: Any, fields: dict[Any, Any]) -> list[LedgerEvent]:
                 kind,
                 node,
                 sku,
-                d_oh,
-                d_rs,
-                d_hd,
-                d_ib,
-                oh,
-                rs,
-                hd,
-                ss,
-                ib,
-                v,
+                int(d_oh),
+                int(d_rs),
+                int(d_hd),
+                int(d_ib),
+                int(oh),
+                int(rs),
+                int(hd),
+                int(ss),
+                int(ib),
+                int(v),
                 ref,
                 int(at),
             )
