@@ -465,8 +465,11 @@ class SqliteWriteLock:
         self._conn: sqlite3.Connection | None = None
 
     def take(self) -> None:
-        # Waits for a write of the projector in progress to end.
-        conn = sqlite3.connect(self._path, timeout=30, isolation_level=None)
+        # Waits for a write of the projector in progress to end. Taken and released from
+        # whichever of the event loop's worker threads runs the call, never at once.
+        conn = sqlite3.connect(
+            self._path, timeout=30, isolation_level=None, check_same_thread=False
+        )
         conn.execute("BEGIN EXCLUSIVE")
         self._conn = conn
 
