@@ -84,40 +84,6 @@ def _loaded_libraries(pid: int) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
 
 
-def test_the_server_runs_at_the_niceness_it_is_given(tmp_path: Path) -> None:
-    own = os.getpriority(os.PRIO_PROCESS, 0)
-    nicer = min(own + 3, 19)  # raising it needs no privilege
-    with EmbeddedValkey(tmp_path / "nicer", nice=nicer) as srv, srv.client() as client:
-        assert client.ping()
-        assert os.getpriority(os.PRIO_PROCESS, srv.pid) == nicer
-    with EmbeddedValkey(tmp_path / "default") as srv:
-        assert os.getpriority(os.PRIO_PROCESS, srv.pid) == own
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="lowering a niceness needs root or CAP_SYS_NICE")
-def test_a_privileged_service_serves_the_ledger_before_its_workers(tmp_path: Path) -> None:
-    with EmbeddedValkey(tmp_path / "valkey", nice=-5) as srv, srv.client() as client:
-        assert client.ping()
-        assert os.getpriority(os.PRIO_PROCESS, srv.pid) == -5
-
-
-def test_a_server_refused_its_niceness_still_starts_and_says_so(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """An unprivileged service asking for a negative niceness: the kernel's refusal (EACCES,
-    which this test cannot get from a real unprivileged user here) stands in."""
-
-    def refuse(which: int, who: int, prio: int) -> None:
-        raise PermissionError(13, "Permission denied")
-
-    monkeypatch.setattr(os, "setpriority", refuse)
-    caplog.set_level("INFO", logger="omnistock.runtime.valkey")
-    with EmbeddedValkey(tmp_path / "valkey", nice=-5) as srv, srv.client() as client:
-        assert client.ping()
-        assert os.getpriority(os.PRIO_PROCESS, srv.pid) == os.getpriority(os.PRIO_PROCESS, 0)
-    assert "runs at its parent's niceness, not -5" in caplog.text
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="preloading is Linux's")
 def test_the_server_allocates_with_mimalloc_unless_told_libc(tmp_path: Path) -> None:
     library = bundled_mimalloc()

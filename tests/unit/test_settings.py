@@ -20,7 +20,6 @@ def test_an_empty_environment_gives_the_embedded_defaults() -> None:
     assert settings.valkey_allocator == "mimalloc"
     assert settings.max_connections == 10_000
     assert settings.max_requests_in_flight == 1024
-    assert settings.valkey_nice == -5
 
 
 def test_the_embedded_valkey_can_keep_glibc_malloc() -> None:
@@ -37,8 +36,6 @@ def test_the_embedded_valkey_can_keep_glibc_malloc() -> None:
         ("OMNISTOCK_REDIS_TIMEOUT_MS", "10"),
         ("OMNISTOCK_MAX_CONNECTIONS", "8"),
         ("OMNISTOCK_MAX_REQUESTS_IN_FLIGHT", "0"),
-        ("OMNISTOCK_VALKEY_NICE", "-21"),
-        ("OMNISTOCK_VALKEY_NICE", "20"),
     ],
 )
 def test_a_value_it_cannot_use_is_refused_naming_the_variable(name: str, value: str) -> None:

@@ -142,7 +142,6 @@ def start_embedded_valkey(settings: Settings) -> EmbeddedValkey:
         settings.data_dir / "valkey",
         durability=settings.durability,
         allocator=settings.valkey_allocator,
-        nice=settings.valkey_nice,
     )
     # Replaying a large AOF takes a while; the service is not ready before it is done.
     server.start(timeout=STARTUP_TIMEOUT_S)

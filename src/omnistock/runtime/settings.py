@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 
 from omnistock.reservations.connect import DURABILITY
-from omnistock.runtime.valkey_server import ALLOCATORS, DEFAULT_ALLOCATOR, DEFAULT_NICE
+from omnistock.runtime.valkey_server import ALLOCATORS, DEFAULT_ALLOCATOR
 
 
 class SettingsError(ValueError):
@@ -28,9 +28,6 @@ class Settings(msgspec.Struct, frozen=True):
     db_timeout_s: float = 2.0
     projector: bool = True
     valkey_allocator: str = DEFAULT_ALLOCATOR
-    # The embedded Valkey's niceness: below 0, the ledger every request waits on is served
-    # before the workers when the cores are busy (needs root or CAP_SYS_NICE, else it runs at 0).
-    valkey_nice: int = DEFAULT_NICE
     # Open connections one worker holds (granian's backpressure), idle keep-alive ones included.
     max_connections: int = 10_000
     # Requests one worker works on at once; past it a request is refused at once with 503.
@@ -60,7 +57,6 @@ class Settings(msgspec.Struct, frozen=True):
             db_timeout_s=_int(env, "OMNISTOCK_DB_TIMEOUT_MS", 2000, low=50) / 1000,
             projector=_flag(env, "OMNISTOCK_PROJECTOR", default=True),
             valkey_allocator=allocator,
-            valkey_nice=_int(env, "OMNISTOCK_VALKEY_NICE", DEFAULT_NICE, low=-20, high=19),
             max_connections=_int(env, "OMNISTOCK_MAX_CONNECTIONS", 10_000, low=16),
             max_requests_in_flight=_int(env, "OMNISTOCK_MAX_REQUESTS_IN_FLIGHT", 1024, low=1),
         )
@@ -77,7 +73,7 @@ def _flag(env: dict[str, str], name: str, *, default: bool = False) -> bool:
     raise SettingsError(f"{name} must be 1 or 0")
 
 
-def _int(env: dict[str, str], name: str, default: int, *, low: int, high: int | None = None) -> int:
+def _int(env: dict[str, str], name: str, default: int, *, low: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -87,6 +83,4 @@ def _int(env: dict[str, str], name: str, default: int, *, low: int, high: int | 
         raise SettingsError(f"{name} must be an integer") from None
     if value < low:
         raise SettingsError(f"{name} must be at least {low}")
-    if high is not None and value > high:
-        raise SettingsError(f"{name} must be at most {high}")
     return value

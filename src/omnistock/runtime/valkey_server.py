@@ -59,8 +59,6 @@ _APPENDFSYNC = {"strict": "always", "fast": "everysec"}
 # to consolidate) and no trimming of the heap top keep small allocations on their fast path.
 ALLOCATORS = ("mimalloc", "libc")
 DEFAULT_ALLOCATOR = ALLOCATORS[0]
-# The niceness ``omnistock serve`` gives its embedded Valkey (see ``EmbeddedValkey``).
-DEFAULT_NICE = -5
 ALLOCATOR_TUNABLES = (
     "glibc.malloc.tcache_count=2000",
     "glibc.malloc.mxfast=0",
@@ -201,12 +199,7 @@ class EmbeddedValkey(StartStop):
         cluster: bool = False,
         extra_config: dict[str, str] | None = None,
         allocator: str = DEFAULT_ALLOCATOR,
-        nice: int = 0,
     ) -> None:
-        """``nice``: the server's niceness. On a host whose cores the service's workers keep
-        busy, a server below 0 runs as soon as a batch arrives instead of queueing behind them,
-        and every request waits on it. Lowering it needs root or CAP_SYS_NICE; without, the
-        server runs at its parent's niceness, and the log says so."""
         if durability not in _APPENDFSYNC:
             raise ValueError(
                 f"durability must be one of {sorted(_APPENDFSYNC)}, not {durability!r}"
@@ -222,7 +215,6 @@ class EmbeddedValkey(StartStop):
         self.durability = durability
         self.cluster = cluster
         self._extra_config = dict(extra_config or {})
-        self.nice = nice
         self._child: _Child | None = None
         self._on_exit: list[Callable[[int], None]] = []
         self._lock = threading.RLock()
@@ -364,7 +356,6 @@ class EmbeddedValkey(StartStop):
                 os.pwrite(lock, f"{proc.pid}\n".encode(), 0)
             finally:
                 os.close(lock)
-            self._set_priority(proc.pid)
             child = _Child(proc)
             self._child = child
             try:
@@ -386,21 +377,6 @@ class EmbeddedValkey(StartStop):
             self.cluster,
             self._data_dir,
         )
-
-    def _set_priority(self, pid: int) -> None:
-        if self.nice == 0:
-            return
-        try:
-            # The server's main thread, which runs every command (threads it starts later
-            # take its niceness).
-            os.setpriority(os.PRIO_PROCESS, pid, self.nice)
-        except OSError as exc:  # lowering it is refused without the privilege
-            log.info(
-                "valkey-server pid %d runs at its parent's niceness, not %d: %s",
-                pid,
-                self.nice,
-                exc,
-            )
 
     def _claim_data_dir(self, wait_s: float) -> int:
         """Locks the data dir for a new server and returns the lock's descriptor. A server
