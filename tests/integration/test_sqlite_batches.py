@@ -4,7 +4,6 @@ and a database another writer holds is waited for only so long."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
@@ -12,19 +11,16 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from omnistock.reservations.events import LedgerEvent
-from omnistock.store.database import create_schema, default_url, open_engine
+from omnistock.store.database import open_engine
 from omnistock.store.projector import document_row
 from omnistock.store.sqlite_batches import SqliteBatches, database_file
+from tests.integration.journal_support import engine_fixture  # noqa: F401
 
 
 @pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = open_engine(default_url(tmp_path), timeout_s=2)
-    try:
-        await create_schema(engine)
-        yield engine
-    finally:
-        await engine.dispose()
+def database_url(sqlite_url: str) -> str:
+    """A SQLite file only: the batches are SQLite's."""
+    return sqlite_url
 
 
 def _event(event_id: str) -> tuple:
