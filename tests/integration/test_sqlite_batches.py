@@ -1,5 +1,6 @@
 """The projector's batch writes to a SQLite file: one transaction each, all of it or nothing,
-and a database another writer holds is waited for only so long."""
+and a database another writer holds is waited for only so long; a SQLite database it cannot
+open a connection of its own to is written through the engine."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from pathlib import Path
 
 import msgspec
 import pytest
+import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from omnistock.reservations import keys
 from omnistock.reservations.events import LedgerEvent
-from omnistock.store.database import open_engine
-from omnistock.store.projector import document_row
+from omnistock.store.database import create_schema, open_engine
+from omnistock.store.projector import Projector, _Part, _Read, document_row
 from omnistock.store.sqlite_batches import SqliteBatches, database_file
 from tests.integration.journal_support import engine_fixture  # noqa: F401
 
@@ -111,3 +114,28 @@ def test_only_a_sqlite_database_file_gets_a_connection_of_the_projectors_own(
     assert file_of("sqlite+aiosqlite:///:memory:") is None
     assert file_of(f"sqlite+aiosqlite:///{tmp_path / 'j.db'}?uri=true&mode=ro") is None
     assert file_of("postgresql+asyncpg://u:p@127.0.0.1:1/db") is None
+
+
+async def test_a_database_without_a_connection_of_its_own_is_written_through_the_engine(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """A SQLite URL with options (here a file URI) keeps the engine's path: the same rows, the
+    same once-only journal."""
+    path = tmp_path / "uri.db"
+    engine = open_engine(f"sqlite+aiosqlite:///file:{path}?uri=true", timeout_s=2)
+    client = aioredis.from_url(redis_url)
+    try:
+        await create_schema(engine)
+        projector = Projector(client, engine, cluster=False)
+        assert database_file(engine) is None
+        line = "op-1\treserve\tn1\ts1\t0\t1\t0\t0\t5\t1\t0\t0\t0\t2\tr0-a\t9"
+        part = _Part("r", "r0-a", 0, b'{"st":"a","exp":1700000000000}', -1, "0-1", 5)
+        read = _Read([(b"1-0", {b"e": line.encode()})], "0-0", "1-0", 5, True, [part])
+
+        assert await projector._project(keys.stream_key(0), read) == 1
+        assert await projector._project(keys.stream_key(0), read) == 0  # delivered again
+    finally:
+        await client.aclose()
+        await engine.dispose()
+
+    assert _counts(str(path)) == (1, 1)
