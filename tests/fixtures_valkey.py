@@ -42,3 +42,12 @@ def valkey_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedde
 @pytest.fixture(scope="session")
 def redis_url(valkey_server: EmbeddedValkey) -> str:
     return valkey_server.url
+
+
+def library_names(server: EmbeddedValkey) -> set[str]:
+    """The function libraries loaded on ``server``."""
+    with server.client() as direct:
+        return {
+            dict(zip(lib[::2], lib[1::2], strict=True))[b"library_name"].decode()
+            for lib in direct.function_list()
+        }

@@ -20,6 +20,7 @@ COMMANDS = [
     ["projector"],
     ["reconcile"],
     ["rebuild"],
+    ["prune-functions"],
     ["bench"],
 ]
 

@@ -15,8 +15,10 @@ from omnistock.domain.stock import Line
 from omnistock.reservations import keys
 from omnistock.reservations.connect import DurabilityError, EvictionError, open_ledger
 from omnistock.reservations.runner import LedgerUnavailable
+from omnistock.reservations.scripts import ScriptSettings
 from omnistock.runtime.valkey_cluster import EmbeddedCluster
 from omnistock.runtime.valkey_server import EmbeddedValkey
+from tests.fixtures_valkey import library_names
 
 
 @pytest.fixture
@@ -134,13 +136,45 @@ async def test_a_restarted_server_keeps_the_ledger_functions(fresh_server):
         await conn.ledger.set_stock("before", "n1", "sku", 3)
         server.stop()
         server.start()
-        with server.client() as direct:
-            listed = [dict(zip(lib[::2], lib[1::2], strict=True)) for lib in direct.function_list()]
-        names = {lib[b"library_name"].decode() for lib in listed}
-
-        assert conn.runner.libraries() <= names
+        assert conn.runner.libraries() <= library_names(server)
         assert (await conn.ledger.position("n1", "sku")).on_hand == 3
     finally:
+        await conn.aclose()
+
+
+# Another version of the code: other settings give the ledger's libraries another digest.
+OTHER_VERSION = ScriptSettings(op_ttl_ms=3_600_000)
+UNRELATED = {
+    name: f"#!lua name={name}\nredis.register_function('{name}', function() return 1 end)"
+    for name in ("shop_tools", "omnistock_custom")
+}
+
+
+async def test_the_libraries_of_other_versions_are_pruned_and_the_rest_stay(fresh_server):
+    server = fresh_server()
+    with server.client() as direct:
+        for source in UNRELATED.values():
+            direct.function_load(source)
+    conn = await open_ledger(server.url)
+    other = await open_ledger(server.url, script_settings=OTHER_VERSION)
+    try:
+        theirs = sorted(other.runner.libraries())
+        assert not set(theirs) & conn.runner.libraries()
+
+        listed = await conn.runner.prune_other_versions(dry_run=True)
+        assert listed == theirs
+        assert set(theirs) <= library_names(server)
+
+        pruned = await conn.runner.prune_other_versions()
+        assert pruned == theirs
+        assert library_names(server) == conn.runner.libraries() | set(UNRELATED)
+        assert await conn.runner.prune_other_versions() == []
+
+        # A process of the other version still running loads its library again at its next call.
+        assert (await other.ledger.set_stock("after-prune", "n1", "sku", 4)).on_hand == 4
+        assert (await conn.ledger.position("n1", "sku")).on_hand == 4
+    finally:
+        await other.aclose()
         await conn.aclose()
 
 
@@ -220,3 +254,27 @@ async def test_a_hole_in_the_clients_slot_map_is_learned_again_and_the_call_goes
     finally:
         await conn.aclose()
     assert position.on_hand == 3
+
+
+async def test_the_libraries_of_other_versions_are_pruned_on_every_primary(
+    valkey_cluster: EmbeddedCluster,
+) -> None:
+    conn = await open_ledger(valkey_cluster.url, cluster=True)
+    other = await open_ledger(valkey_cluster.url, cluster=True, script_settings=OTHER_VERSION)
+    try:
+        theirs = other.runner.libraries()
+        assert all(theirs <= library_names(primary) for primary in valkey_cluster.primaries)
+
+        pruned = await conn.runner.prune_other_versions()
+
+        assert theirs <= set(pruned)
+        for primary in valkey_cluster.primaries:
+            ledger_libraries = {
+                n for n in library_names(primary) if n.startswith("omnistock_ledger")
+            }
+            assert ledger_libraries == conn.runner.libraries()
+        sku = f"prune-{uuid.uuid4().hex[:8]}"
+        assert (await other.ledger.set_stock(f"{sku}:set", "n1", sku, 2)).on_hand == 2
+    finally:
+        await other.aclose()
+        await conn.aclose()

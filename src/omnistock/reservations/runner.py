@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ from redis.asyncio.cluster import PipelineCommand
 
 from omnistock.outage_log import OutageLog
 from omnistock.reservations import keys
-from omnistock.reservations.scripts import Library, Script
+from omnistock.reservations.scripts import Library, Script, is_ledger_library
 
 log = logging.getLogger("omnistock.ledger.runner")
 
@@ -343,6 +344,32 @@ class ScriptRunner:
         for script in scripts if scripts is not None else [self._ledger, self._dry]:
             await load_onto(self._client, script)
 
+    async def prune_other_versions(self, *, dry_run: bool = False) -> list[str]:
+        """Deletes the ledger libraries that other versions of the code loaded (on every primary
+        of a cluster) and returns their names, sorted. This runner's own libraries stay, and so
+        does every library that is not the ledger's. A process of another version that still
+        runs loads its library again at its next call, as after a flush: pruning during a roll
+        costs it a round trip, not a failed call. ``dry_run``: only list them."""
+        ours = self.libraries()
+        found: set[str] = set()
+        for run in self._on_each_primary():
+            listed = await run("FUNCTION LIST", "LIBRARYNAME", "omnistock_*")
+            for name in _library_names(listed):
+                if not is_ledger_library(name) or name in ours:
+                    continue
+                found.add(name)
+                if not dry_run:
+                    await run("FUNCTION DELETE", name)
+        return sorted(found)
+
+    def _on_each_primary(self) -> list[Callable[..., Awaitable[Any]]]:
+        if not self._cluster:
+            return [self._client.execute_command]
+        return [
+            functools.partial(self._client.execute_command, target_nodes=node)
+            for node in self._client.get_primaries()
+        ]
+
     @staticmethod
     def _fail(items: list[_Item], exc: Exception) -> None:
         for item in items:
@@ -358,6 +385,16 @@ async def load_onto(client: Any, script: Script | Library) -> None:
         await client.function_load(script.source, replace=True)
     else:
         await client.script_load(script.source)
+
+
+def _library_names(listed: list[list[Any]]) -> list[str]:
+    """The library names in a FUNCTION LIST reply: one flat list of field names and values per
+    library."""
+    names = []
+    for entry in listed:
+        fields = dict(zip(entry[::2], entry[1::2], strict=True))
+        names.append(fields[b"library_name"].decode())
+    return names
 
 
 def _settle(item: _Item, result: Any) -> None:

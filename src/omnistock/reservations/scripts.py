@@ -10,6 +10,7 @@ also kept in the AOF and replicated, so a restarted server or a promoted replica
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from importlib import resources
 
@@ -34,6 +35,16 @@ class Library:
 
     name: str
     source: str
+
+
+_DIGEST_CHARS = 16
+_LEDGER_LIBRARY = re.compile(rf"omnistock_(ledger|ledger_dry_reads)_[0-9a-f]{{{_DIGEST_CHARS}}}")
+
+
+def is_ledger_library(name: str) -> bool:
+    """A library built by ``build_ledger_library`` or ``build_dry_read_library``, of any
+    version of the code."""
+    return _LEDGER_LIBRARY.fullmatch(name) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +112,7 @@ def _assemble(
     if dry:  # the shared code calls the server through _dry.lua's overlay
         overlay = _lua_dir().joinpath("_dry.lua").read_text()
         code = overlay + code.replace("redis.call(", "dry_call(")
-    digest = hashlib.sha1(f"{flags}\n{code}".encode()).hexdigest()[:16]
+    digest = hashlib.sha1(f"{flags}\n{code}".encode()).hexdigest()[:_DIGEST_CHARS]
     function = f"omnistock_{name}_{digest}"
     flag_list = ", ".join(f"'{flag}'" for flag in flags)
     register = (

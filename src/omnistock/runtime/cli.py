@@ -29,8 +29,8 @@ Real-time inventory ledger and order routing for omnichannel retail.
 
 Configuration comes from the environment: with none, every command works on the embedded
 default under OMNISTOCK_DATA_DIR (default ./.omnistock): a bundled Valkey and a SQLite file. The
-tools (seed, import, reconcile, rebuild, projector) reach the Valkey of a service running there,
-or start it themselves when the service is stopped. OMNISTOCK_REDIS_URL and
+tools (seed, import, reconcile, rebuild, projector, prune-functions) reach the Valkey of a
+service running there, or start it themselves when the service is stopped. OMNISTOCK_REDIS_URL and
 OMNISTOCK_DATABASE_URL switch to external servers. `omnistock COMMAND --help` for each command."""
 
 EPILOG = """\
@@ -105,6 +105,18 @@ def _parser() -> argparse.ArgumentParser:
     rebuild.add_argument(
         "--force", action="store_true", help="also over a ledger that is not empty"
     )
+    prune = commands.add_parser(
+        "prune-functions",
+        help="delete the ledger's function libraries of other versions from Valkey",
+        description="Each version of omnistock loads the ledger into Valkey as function "
+        "libraries named by a digest of their code, so two versions run side by side during a "
+        "roll. Once no process of an older version runs, this deletes their libraries (on "
+        "every primary of a cluster) and keeps this version's. A process of another version "
+        "that still runs loads its own again at its next call.",
+        epilog="examples:\n  omnistock prune-functions --dry-run\n  omnistock prune-functions",
+        formatter_class=raw,
+    )
+    prune.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     bench_cli.add_parser(commands)
     return parser
 
@@ -330,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(tools.reconcile(settings))
     if args.command == "rebuild":
         return asyncio.run(tools.rebuild(settings, force=args.force))
+    if args.command == "prune-functions":
+        return asyncio.run(tools.prune_functions(settings, dry_run=args.dry_run))
     return 2
 
 

@@ -1,4 +1,5 @@
-"""The operator's commands besides ``serve``: ``projector``, ``reconcile`` and ``rebuild``.
+"""The operator's commands besides ``serve``: ``projector``, ``reconcile``, ``rebuild`` and
+``prune-functions``.
 
 Each opens the ledger and the database the service uses. With the embedded default, a running
 ``omnistock serve`` publishes its Valkey's URL in ``<data dir>/valkey.url``, so the tools reach
@@ -92,6 +93,22 @@ async def reconcile(settings: Settings) -> int:
         report = await compare(runtime.ledger, engine, client=runtime.connection.client)
     print(report.render())
     return 1 if report.differences else 0
+
+
+async def prune_functions(settings: Settings, *, dry_run: bool) -> int:
+    """Deletes the ledger function libraries of other versions from Valkey (every primary of a
+    cluster), printing each; this version's stay. Needs no database."""
+    async with ledger_runtime(with_running_valkey(settings)) as runtime:
+        await runtime.sweeper.stop()  # the service sweeps; a tool only looks or restores
+        names = await runtime.connection.runner.prune_other_versions(dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    for name in names:
+        print(f"omnistock prune-functions: {verb} {name}")
+    print(
+        f"omnistock prune-functions: {len(names)} librar{'y' if len(names) == 1 else 'ies'} of "
+        f"other versions {verb}; kept this version's"
+    )
+    return 0
 
 
 async def rebuild(settings: Settings, *, force: bool) -> int:
