@@ -349,7 +349,7 @@ class ScriptRunner:
         of a cluster) and returns their names, sorted. This runner's own libraries stay, and so
         does every library that is not the ledger's. A process of another version that still
         runs loads its library again at its next call, as after a flush: pruning during a roll
-        costs it a round trip, not a failed call. ``dry_run``: only list them."""
+        costs it a reload. ``dry_run``: only list them."""
         ours = self.libraries()
         found: set[str] = set()
         for run in self._on_each_primary():
