@@ -31,7 +31,8 @@ Configuration comes from the environment: with none, every command works on the 
 default under OMNISTOCK_DATA_DIR (default ./.omnistock): a bundled Valkey and a SQLite file. The
 tools (seed, import, reconcile, rebuild, projector, prune-functions) reach the Valkey of a
 service running there, or start it themselves when the service is stopped.
-OMNISTOCK_REDIS_URL and OMNISTOCK_DATABASE_URL switch to external servers. `omnistock COMMAND --help` for each command."""
+OMNISTOCK_REDIS_URL and OMNISTOCK_DATABASE_URL switch to external servers.
+`omnistock COMMAND --help` for each command."""
 
 EPILOG = """\
 getting started:
