@@ -136,6 +136,15 @@ class LedgerRuntime:
     def ledger(self) -> RedisLedger:
         return self.connection.ledger
 
+    def projector(self, engine: AsyncEngine) -> Projector:
+        """A projector of this ledger's events into the journal on ``engine``."""
+        return Projector(
+            self.connection.client,
+            engine,
+            cluster=self.settings.redis_cluster,
+            db_timeout_s=self.settings.db_timeout_s,
+        )
+
 
 def start_embedded_valkey(settings: Settings) -> EmbeddedValkey:
     server = EmbeddedValkey(
@@ -234,12 +243,7 @@ async def service_runtime(
         catalog = NodeCatalog(engine)
         await when_reachable("database", catalog.refresh, startup=startup)
         async with ledger_runtime(settings, startup=startup) as runtime:
-            projector = Projector(
-                runtime.connection.client,
-                engine,
-                cluster=settings.redis_cluster,
-                db_timeout_s=settings.db_timeout_s,
-            )
+            projector = runtime.projector(engine)
             follower = await EventFollower.open(
                 runtime.redis_url,
                 cluster=settings.redis_cluster,

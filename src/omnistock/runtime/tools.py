@@ -61,19 +61,12 @@ async def opened(settings: Settings) -> AsyncIterator[tuple[LedgerRuntime, Async
 async def projector(settings: Settings) -> int:
     """Runs a projector alone until SIGINT/SIGTERM (``OMNISTOCK_PROJECTOR=0`` on the service
     leaves all projecting to it)."""
-    from omnistock.store.projector import Projector
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with opened(settings) as (runtime, engine):
-        worker = Projector(
-            runtime.connection.client,
-            engine,
-            cluster=settings.redis_cluster,
-            db_timeout_s=settings.db_timeout_s,
-        )
+        worker = runtime.projector(engine)
         task = asyncio.create_task(worker.run())
         print(f"omnistock projector running (consumer group 'journal', {runtime.redis_url})")
         await stop.wait()
@@ -177,18 +170,12 @@ class ProjectorThread:
 
     async def _run(self) -> None:
         from omnistock.api.metrics import Metrics
-        from omnistock.store.projector import Projector
 
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         metrics = Metrics(self._settings.data_dir / "metrics")
         async with opened(self._settings) as (runtime, engine):
-            worker = Projector(
-                runtime.connection.client,
-                engine,
-                cluster=self._settings.redis_cluster,
-                db_timeout_s=self._settings.db_timeout_s,
-            )
+            worker = runtime.projector(engine)
             task = asyncio.create_task(worker.run())
             try:
                 while not (self._stop.is_set() or self._stopping.is_set()):
