@@ -121,8 +121,9 @@ async def test_a_worker_whose_start_fails_for_good_after_the_wait_ends_and_serve
 ) -> None:
     """Valkey comes back but refuses the ledger (here: its FUNCTION command is disabled), a
     failure no waiting mends. Each worker then stops itself; granian replaces it, the
-    replacement fails at once, and serve ends with status 1 rather than answering 503 for
-    ever."""
+    replacement fails too, and serve ends with status 1 rather than answering 503 for ever:
+    through granian's crash-loop check when the replacement fails within seconds, through the
+    service's own count of failed workers when a busy machine makes it slower."""
     valkey = EmbeddedValkey(tmp_path / "valkey", durability="strict")
     valkey.start()
     port = valkey.port
@@ -138,7 +139,10 @@ async def test_a_worker_whose_start_fails_for_good_after_the_wait_ends_and_serve
         log = "".join(service.output)
         assert code == 1, log[-3000:]
         assert "the worker's services failed to start" in log, log[-3000:]
-        assert "Worker crash loop detected" in log, log[-3000:]
+        assert (
+            "Worker crash loop detected" in log
+            or "workers failed to start 3 times; the service stops" in log
+        ), log[-3000:]
     finally:
         service.stop()
         broken.stop()

@@ -39,6 +39,7 @@ from omnistock.api.problems import handle
 from omnistock.api.route_rules import route_rules_middleware
 from omnistock.runtime.bootstrap import Services, services_in_background
 from omnistock.runtime.settings import Settings
+from omnistock.runtime.worker_failures import report_to_service
 
 log = logging.getLogger("omnistock.api")
 
@@ -56,8 +57,8 @@ def create_app(
     on_start_failure: Callable[[BaseException], None] | None = None,
 ) -> Litestar:
     """``on_start_failure``: what to do when the services, built in the background, fail for
-    good after the app already answers (see ``services_in_background``); by default the app
-    goes on answering 503 and readiness says why."""
+    good. After the app already answers (see ``services_in_background``) the app by default
+    goes on answering 503 and readiness says why; before, the start fails too, after it."""
     settings = settings or Settings.from_env()
     metrics = metrics or Metrics(settings.data_dir / "metrics")
 
@@ -73,9 +74,18 @@ def create_app(
 
         # Until the services are up (Valkey or the database unreachable at start), routes that
         # need them answer 503 (route_rules) and readiness says what the worker waits for.
-        async with services_in_background(settings, metrics, ready, on_start_failure) as startup:
-            app.state.startup = startup
-            yield
+        answering = False
+        try:
+            async with services_in_background(
+                settings, metrics, ready, on_start_failure
+            ) as startup:
+                answering = True
+                app.state.startup = startup
+                yield
+        except Exception as exc:
+            if not answering and on_start_failure is not None:
+                on_start_failure(exc)
+            raise
 
     app = Litestar(
         route_handlers=[
@@ -131,9 +141,10 @@ def create_asgi(
 
 def create_worker_asgi() -> Edge:
     """The app as one of ``omnistock serve``'s granian workers runs it. A worker whose services
-    fail for good after it started answering stops itself, as if told to; granian then starts
-    a new one in its place, and stops the service if that one fails again at once (a crash
-    loop), so a service that cannot work says so by ending rather than answering 503 for ever.
+    fail for good tells the serve process and stops (its start fails, or, once it answers, it
+    stops itself as if told to); granian then starts a new one in its place, and the service
+    stops once that one fails too (see runtime.worker_failures), so a service that cannot work
+    says so by ending rather than answering 503 for ever.
     A worker whose service process is gone (killed with SIGKILL, say) stops too, instead of
     answering on its own from a stale listening socket."""
     settings = Settings.from_env()
@@ -142,6 +153,7 @@ def create_worker_asgi() -> Edge:
 
 
 def _stop_this_worker(_exc: BaseException) -> None:
+    report_to_service()
     os.kill(os.getpid(), signal.SIGTERM)
 
 

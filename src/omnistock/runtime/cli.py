@@ -139,6 +139,7 @@ def serve(settings: Settings, host: str, port: int, workers: int, *, demo: bool 
     )
     from omnistock.runtime.tools import ProjectorThread, url_file
     from omnistock.runtime.valkey_server import ValkeyStartError
+    from omnistock.runtime.worker_failures import stop_after_repeated_failures
 
     # Until granian installs its own handlers, a stop request unwinds through the finally blocks
     # below, so an embedded Valkey already started is stopped, not orphaned.
@@ -190,6 +191,12 @@ def serve(settings: Settings, host: str, port: int, workers: int, *, demo: bool 
 
         embedded.monitor(on_exit)
     os.environ["OMNISTOCK_DATA_DIR"] = str(settings.data_dir)
+
+    def on_workers_failing() -> None:
+        crashed.append(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    stop_after_repeated_failures(workers, on_workers_failing)
     projector = None
     try:
         if demo:
@@ -229,8 +236,9 @@ def serve(settings: Settings, host: str, port: int, workers: int, *, demo: bool 
             workers_kill_timeout=max(5, int(2 * settings.request_timeout_s) + 2),
             # A worker that dies (killed for memory, a crash in native code) is replaced, where
             # granian would otherwise stop the whole service, cutting off every other worker's
-            # requests. One that dies again within a few seconds of its replacement (a worker
-            # that cannot start) still stops the service: granian sees a crash loop.
+            # requests. Workers that cannot start still stop the service: granian sees a crash
+            # loop when a replacement dies within seconds, and stop_after_repeated_failures
+            # when it takes longer.
             respawn_failed_workers=True,
             # Granian holds a permit per open connection, idle keep-alive ones included, and its
             # default (1,024 per worker) let a few clients' connection pools, or 1,024 sockets
