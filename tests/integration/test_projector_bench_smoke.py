@@ -7,7 +7,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+import redis.asyncio as aioredis
+
 from benchmarks import projector_bench
+from omnistock.reservations import keys
+from omnistock.runtime.valkey_server import EmbeddedValkey
+from tests.integration.journal_support import own_valkey_fixture  # noqa: F401
 
 
 def test_short_projector_benchmark_journals_every_event_once_and_reports_both_arms(
@@ -27,3 +33,42 @@ def test_short_projector_benchmark_journals_every_event_once_and_reports_both_ar
         assert only_round["cpu_usec_per_event"] > 0
     assert report["linger_vs_eager_cpu"] > 0
     assert "| linger | 25 |" in (tmp_path / "projector.md").read_text()
+
+
+async def test_a_rounds_events_are_counted_in_its_own_entries_when_earlier_ones_were_trimmed(
+    own_valkey: EmbeddedValkey,
+) -> None:
+    # The stream is capped: once enough rounds ran, it no longer holds the journal's early
+    # events, and only the entries a round added can be checked against what it journaled.
+    client = aioredis.from_url(own_valkey.url)
+    stream = keys.stream_key(0)
+    try:
+        await client.xadd(stream, {"e": "earlier\nround"})
+        mark = await projector_bench.stream_mark(client)
+        await client.xadd(stream, {"e": "one\ntwo"})
+        await client.xadd(stream, {"e": "three"})
+        assert await projector_bench.events_since(client, mark) == 3
+
+        await client.xtrim(stream, maxlen=2, approximate=False)  # the earlier entry goes
+        assert await client.xlen(stream) == 2
+        assert await projector_bench.events_since(client, mark) == 3
+    finally:
+        await client.aclose()
+
+
+async def test_a_round_whose_own_entries_were_trimmed_fails_instead_of_undercounting(
+    own_valkey: EmbeddedValkey,
+) -> None:
+    client = aioredis.from_url(own_valkey.url)
+    stream = keys.stream_key(0)
+    try:
+        mark = await projector_bench.stream_mark(client)
+        assert mark == (b"0-0", 0)  # no stream yet
+        for line in ("one", "two", "three"):
+            await client.xadd(stream, {"e": line})
+        await client.xtrim(stream, maxlen=1, approximate=False)
+
+        with pytest.raises(projector_bench.BenchmarkError, match="3 entries added this round"):
+            await projector_bench.events_since(client, mark)
+    finally:
+        await client.aclose()
