@@ -5,7 +5,9 @@ benchmark itself fails when a round's events are not journaled exactly once)."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -35,40 +37,42 @@ def test_short_projector_benchmark_journals_every_event_once_and_reports_both_ar
     assert "| linger | 25 |" in (tmp_path / "projector.md").read_text()
 
 
+STREAM = keys.stream_key(0)
+
+
+@pytest.fixture
+async def client(own_valkey: EmbeddedValkey) -> AsyncIterator[Any]:
+    c = aioredis.from_url(own_valkey.url)
+    try:
+        yield c
+    finally:
+        await c.aclose()
+
+
 async def test_a_rounds_events_are_counted_in_its_own_entries_when_earlier_ones_were_trimmed(
-    own_valkey: EmbeddedValkey,
+    client: Any,
 ) -> None:
     # The stream is capped: once enough rounds ran, it no longer holds the journal's early
     # events, and only the entries a round added can be checked against what it journaled.
-    client = aioredis.from_url(own_valkey.url)
-    stream = keys.stream_key(0)
-    try:
-        await client.xadd(stream, {"e": "earlier\nround"})
-        mark = await projector_bench.stream_mark(client)
-        await client.xadd(stream, {"e": "one\ntwo"})
-        await client.xadd(stream, {"e": "three"})
-        assert await projector_bench.events_since(client, mark) == 3
+    await client.xadd(STREAM, {"e": "earlier\nround"})
+    mark = await projector_bench.stream_mark(client)
+    await client.xadd(STREAM, {"e": "one\ntwo"})
+    await client.xadd(STREAM, {"e": "three"})
+    assert await projector_bench.events_since(client, mark) == 3
 
-        await client.xtrim(stream, maxlen=2, approximate=False)  # the earlier entry goes
-        assert await client.xlen(stream) == 2
-        assert await projector_bench.events_since(client, mark) == 3
-    finally:
-        await client.aclose()
+    await client.xtrim(STREAM, maxlen=2, approximate=False)  # the earlier entry goes
+    assert await client.xlen(STREAM) == 2
+    assert await projector_bench.events_since(client, mark) == 3
 
 
 async def test_a_round_whose_own_entries_were_trimmed_fails_instead_of_undercounting(
-    own_valkey: EmbeddedValkey,
+    client: Any,
 ) -> None:
-    client = aioredis.from_url(own_valkey.url)
-    stream = keys.stream_key(0)
-    try:
-        mark = await projector_bench.stream_mark(client)
-        assert mark == (b"0-0", 0)  # no stream yet
-        for line in ("one", "two", "three"):
-            await client.xadd(stream, {"e": line})
-        await client.xtrim(stream, maxlen=1, approximate=False)
+    mark = await projector_bench.stream_mark(client)
+    assert mark == (b"0-0", 0)  # no stream yet
+    for line in ("one", "two", "three"):
+        await client.xadd(STREAM, {"e": line})
+    await client.xtrim(STREAM, maxlen=1, approximate=False)
 
-        with pytest.raises(projector_bench.BenchmarkError, match="3 entries added this round"):
-            await projector_bench.events_since(client, mark)
-    finally:
-        await client.aclose()
+    with pytest.raises(projector_bench.BenchmarkError, match="3 entries added this round"):
+        await projector_bench.events_since(client, mark)
