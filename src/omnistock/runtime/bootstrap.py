@@ -159,11 +159,16 @@ def start_embedded_valkey(settings: Settings) -> EmbeddedValkey:
 
 @contextlib.asynccontextmanager
 async def ledger_runtime(
-    settings: Settings, *, embedded: EmbeddedValkey | None = None, startup: Startup | None = None
+    settings: Settings,
+    *,
+    embedded: EmbeddedValkey | None = None,
+    startup: Startup | None = None,
+    sweep: bool = True,
 ) -> AsyncIterator[LedgerRuntime]:
     """Starts the embedded Valkey when no Redis URL is set, opens the ledger and its sweeper;
     on exit stops them in reverse order, the embedded Valkey last. Given a ``startup``, it waits
-    for an unreachable Valkey for as long as it takes, and reports the wait there."""
+    for an unreachable Valkey for as long as it takes, and reports the wait there. Without
+    ``sweep`` the sweeper is made but never started (the operator's tools: the service sweeps)."""
     owned = None
     if settings.redis_url is None and embedded is None:
         owned = embedded = start_embedded_valkey(settings)
@@ -181,7 +186,8 @@ async def ledger_runtime(
         )
         try:
             sweeper = Sweeper(connection.ledger, interval_s=settings.sweep_interval_ms / 1000)
-            sweeper.start()
+            if sweep:
+                sweeper.start()
             try:
                 yield LedgerRuntime(settings, connection, sweeper, embedded, url)
             finally:

@@ -43,16 +43,20 @@ def with_running_valkey(settings: Settings) -> Settings:
     return settings
 
 
+def tool_ledger(settings: Settings) -> contextlib.AbstractAsyncContextManager[LedgerRuntime]:
+    """The ledger as a tool opens it: on a running service's Valkey when there is one, and
+    without a sweeper (the service sweeps; a tool only looks or restores)."""
+    return ledger_runtime(with_running_valkey(settings), sweep=False)
+
+
 @contextlib.asynccontextmanager
 async def opened(settings: Settings) -> AsyncIterator[tuple[LedgerRuntime, AsyncEngine]]:
-    settings = with_running_valkey(settings)
     engine = open_engine(
         settings.database_url or default_url(settings.data_dir), timeout_s=settings.db_timeout_s
     )
     try:
         await create_schema(engine)
-        async with ledger_runtime(settings) as runtime:
-            await runtime.sweeper.stop()  # the service sweeps; a tool only looks or restores
+        async with tool_ledger(settings) as runtime:
             yield runtime, engine
     finally:
         await engine.dispose()
@@ -91,8 +95,7 @@ async def reconcile(settings: Settings) -> int:
 async def prune_functions(settings: Settings, *, dry_run: bool) -> int:
     """Deletes the ledger function libraries of other versions from Valkey (every primary of a
     cluster), printing each; this version's stay. Needs no database."""
-    async with ledger_runtime(with_running_valkey(settings)) as runtime:
-        await runtime.sweeper.stop()  # the service sweeps; a tool only looks or restores
+    async with tool_ledger(settings) as runtime:
         names = await runtime.connection.runner.prune_other_versions(dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     for name in names:
