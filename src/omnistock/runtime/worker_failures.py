@@ -27,8 +27,11 @@ SERVE_PID = "OMNISTOCK_SERVE_PID"
 
 
 def _tell_service(sig: signal.Signals) -> None:
-    if os.environ.get(SERVE_PID) == str(os.getppid()):
-        os.kill(os.getppid(), sig)
+    # The parent read once: serve may die in between, and its orphans' new parent must not be
+    # signalled.
+    parent = os.getppid()
+    if os.environ.get(SERVE_PID) == str(parent):
+        os.kill(parent, sig)
 
 
 def report_failure() -> None:
