@@ -27,11 +27,8 @@ SERVE_PID = "OMNISTOCK_SERVE_PID"
 
 
 def _tell_service(sig: signal.Signals) -> None:
-    # The parent read once: serve may die in between, and its orphans' new parent must not be
-    # signalled.
-    parent = os.getppid()
-    if os.environ.get(SERVE_PID) == str(parent):
-        os.kill(parent, sig)
+    if os.environ.get(SERVE_PID) == str(os.getppid()):
+        os.kill(os.getppid(), sig)
 
 
 def report_failure() -> None:
