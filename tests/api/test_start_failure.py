@@ -1,6 +1,5 @@
 """Services that fail for good while a worker starts are handed to the app's start-failure hook
-(how a serve worker tells its service), and the start fails; services that come up are handed
-to its start hook instead."""
+(how a serve worker tells its service), and the start fails."""
 
 from __future__ import annotations
 
@@ -27,20 +26,3 @@ async def test_a_valkey_that_refuses_the_ledger_fails_the_start_and_is_reported(
                 pass
     assert len(failures) == 1
     assert "unknown command 'FUNCTION'" in str(failures[0])
-
-
-async def test_services_that_come_up_are_reported_once_and_no_failure_is(
-    tmp_path: Path, valkey_server: EmbeddedValkey
-) -> None:
-    failures: list[BaseException] = []
-    starts: list[int] = []
-    app = create_asgi(
-        settings_for(tmp_path, valkey_server.url),
-        on_start_failure=failures.append,
-        on_started=lambda: starts.append(1),
-    )
-    async with AsyncTestClient(app=app, timeout=10) as client:
-        assert (await client.get("/readyz")).status_code == 200
-        assert starts == [1]
-    assert starts == [1]
-    assert failures == []

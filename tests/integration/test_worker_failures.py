@@ -1,6 +1,5 @@
 """Workers that cannot start stop ``omnistock serve`` however slowly they fail: each tells the
-serve process, which stops once it has heard more failures in a row than it has workers; a
-worker that starts tells it too, and the count starts again."""
+serve process, which stops once it has heard more failures than it has workers."""
 
 from __future__ import annotations
 
@@ -14,32 +13,28 @@ import pytest
 
 from omnistock.runtime import worker_failures
 
-FAILURE = "from omnistock.runtime.worker_failures import report_failure; report_failure()"
-START = "from omnistock.runtime.worker_failures import report_start; report_start()"
+REPORT = "from omnistock.runtime.worker_failures import report_to_service; report_to_service()"
 
 
 @pytest.fixture
 def stops(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """The serve side installed in this process, as for 2 workers; yields its stop calls."""
     monkeypatch.delenv(worker_failures.SERVE_PID, raising=False)
-    previous = {
-        sig: signal.getsignal(sig) for sig in (worker_failures.FAILED, worker_failures.STARTED)
-    }
+    previous = signal.getsignal(worker_failures.SIGNAL)
     calls: list[int] = []
     worker_failures.stop_after_repeated_failures(2, lambda: calls.append(1))
     yield calls
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
+    signal.signal(worker_failures.SIGNAL, previous)
     os.environ.pop(worker_failures.SERVE_PID, None)
 
 
-def _worker(env_pid: str | None, report: str = FAILURE) -> None:
-    """A worker process of this one reporting its failure (or ``report``), with ``env_pid`` as
-    the serve pid it was given (None: none)."""
+def _worker(env_pid: str | None) -> None:
+    """A worker process of this one reporting its failure, with ``env_pid`` as the serve pid it
+    was given (None: none)."""
     env = {k: v for k, v in os.environ.items() if k != worker_failures.SERVE_PID}
     if env_pid is not None:
         env[worker_failures.SERVE_PID] = env_pid
-    subprocess.run([sys.executable, "-c", report], env=env, check=True, timeout=60)
+    subprocess.run([sys.executable, "-c", REPORT], env=env, check=True, timeout=60)
 
 
 def test_the_service_stops_once_every_worker_and_a_replacement_failed(stops: list[int]) -> None:
@@ -59,26 +54,3 @@ def test_a_worker_not_started_by_serve_signals_nothing(stops: list[int]) -> None
         _worker(env_pid)
         _worker(env_pid)
     assert stops == []
-
-
-def test_a_worker_that_starts_makes_the_count_start_again(stops: list[int]) -> None:
-    serve = str(os.getpid())
-    _worker(serve)
-    _worker(serve)
-    _worker(serve, START)  # a replacement came up: the failures before it no longer count
-    _worker(serve)
-    _worker(serve)
-    assert stops == []
-    _worker(serve)
-    assert stops == [1]
-
-
-def test_a_start_after_the_stop_changes_nothing(stops: list[int]) -> None:
-    serve = str(os.getpid())
-    for _ in range(3):
-        _worker(serve)
-    assert stops == [1]
-    _worker(serve, START)
-    for _ in range(3):
-        _worker(serve)
-    assert stops == [1]  # stopping already, not stopped again

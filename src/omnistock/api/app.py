@@ -39,7 +39,7 @@ from omnistock.api.problems import handle
 from omnistock.api.route_rules import route_rules_middleware
 from omnistock.runtime.bootstrap import Services, services_in_background
 from omnistock.runtime.settings import Settings
-from omnistock.runtime.worker_failures import report_failure, report_start
+from omnistock.runtime.worker_failures import report_to_service
 
 log = logging.getLogger("omnistock.api")
 
@@ -55,12 +55,10 @@ def create_app(
     metrics: Metrics | None = None,
     *,
     on_start_failure: Callable[[BaseException], None] | None = None,
-    on_started: Callable[[], None] | None = None,
 ) -> Litestar:
     """``on_start_failure``: what to do when the services, built in the background, fail for
     good. After the app already answers (see ``services_in_background``) the app by default
-    goes on answering 503 and readiness says why; before, the start fails too, after it.
-    ``on_started``: what to do once they are up."""
+    goes on answering 503 and readiness says why; before, the start fails too, after it."""
     settings = settings or Settings.from_env()
     metrics = metrics or Metrics(settings.data_dir / "metrics")
 
@@ -73,8 +71,6 @@ def create_app(
             gc.collect()
             gc.freeze()
             gc.set_threshold(20_000, 20, 20)
-            if on_started is not None:
-                on_started()
 
         # Until the services are up (Valkey or the database unreachable at start), routes that
         # need them answer 503 (route_rules) and readiness says what the worker waits for.
@@ -129,13 +125,12 @@ def create_asgi(
     settings: Settings | None = None,
     *,
     on_start_failure: Callable[[BaseException], None] | None = None,
-    on_started: Callable[[], None] | None = None,
 ) -> Edge:
     """The app as served: the Litestar app inside the edge layer."""
     settings = settings or Settings.from_env()
     metrics = Metrics(settings.data_dir / "metrics")
     return Edge(
-        create_app(settings, metrics, on_start_failure=on_start_failure, on_started=on_started),
+        create_app(settings, metrics, on_start_failure=on_start_failure),
         metrics,
         deadline_s=settings.request_timeout_s,
         long_paths={"/v1/routing/batch": BATCH_DEADLINE_S},
@@ -149,17 +144,16 @@ def create_worker_asgi() -> Edge:
     fail for good tells the serve process and stops (its start fails, or, once it answers, it
     stops itself as if told to); granian then starts a new one in its place, and the service
     stops once that one fails too (see runtime.worker_failures), so a service that cannot work
-    says so by ending rather than answering 503 for ever. A worker whose services come up tells
-    the serve process too, which then counts failures afresh.
+    says so by ending rather than answering 503 for ever.
     A worker whose service process is gone (killed with SIGKILL, say) stops too, instead of
     answering on its own from a stale listening socket."""
     settings = Settings.from_env()
     _stop_when_orphaned(os.getppid(), grace_s=2 * settings.request_timeout_s + 2)
-    return create_asgi(settings, on_start_failure=_stop_this_worker, on_started=report_start)
+    return create_asgi(settings, on_start_failure=_stop_this_worker)
 
 
 def _stop_this_worker(_exc: BaseException) -> None:
-    report_failure()
+    report_to_service()
     os.kill(os.getpid(), signal.SIGTERM)
 
 

@@ -6,10 +6,8 @@ starts another in its place. Granian stops the service only when the new worker 
 the app and fail again, and the service then replaced failing workers for ever. So each such
 worker also tells the serve process (a signal; ``serve`` names its pid in the workers'
 environment, so a worker under another parent signals nothing), and serve stops with status 1
-once it has heard more failures in a row than it has workers: every worker failed, and then a
-replacement too, however long each took. A worker whose services came up says so as well, and
-the count starts again: failures far apart over a long life, each followed by a worker that
-started, never add up to a stop.
+once it has heard more failures than it has workers: every worker failed, and then a
+replacement too, however long each took.
 """
 
 from __future__ import annotations
@@ -21,43 +19,27 @@ from collections.abc import Callable
 
 log = logging.getLogger("omnistock")
 
-FAILED = signal.SIGUSR1
-STARTED = signal.SIGUSR2
+SIGNAL = signal.SIGUSR1
 SERVE_PID = "OMNISTOCK_SERVE_PID"
 
 
-def _tell_service(sig: signal.Signals) -> None:
-    if os.environ.get(SERVE_PID) == str(os.getppid()):
-        os.kill(os.getppid(), sig)
-
-
-def report_failure() -> None:
+def report_to_service() -> None:
     """From a worker whose services failed for good: tells the serve process that started it."""
-    _tell_service(FAILED)
-
-
-def report_start() -> None:
-    """From a worker whose services came up: tells the serve process that started it."""
-    _tell_service(STARTED)
+    if os.environ.get(SERVE_PID) == str(os.getppid()):
+        os.kill(os.getppid(), SIGNAL)
 
 
 def stop_after_repeated_failures(workers: int, stop: Callable[[], None]) -> None:
     """In the serve process, before its workers start: calls ``stop`` (from the main thread)
-    once more than ``workers`` failures were reported with no start reported in between."""
+    once more than ``workers`` failures were reported."""
     failures = 0
 
-    def failed(_signum: int, _frame: object) -> None:
+    def heard(_signum: int, _frame: object) -> None:
         nonlocal failures
         failures += 1
         if failures == workers + 1:
             log.error("workers failed to start %d times; the service stops", failures)
             stop()
 
-    def started(_signum: int, _frame: object) -> None:
-        nonlocal failures
-        if failures <= workers:  # once stopping, a late start changes nothing
-            failures = 0
-
-    signal.signal(FAILED, failed)
-    signal.signal(STARTED, started)
+    signal.signal(SIGNAL, heard)
     os.environ[SERVE_PID] = str(os.getpid())
